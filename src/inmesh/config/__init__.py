@@ -1,0 +1,1 @@
+"""Istio configuration: loading, the typed model, validation, snapshots, the store."""
