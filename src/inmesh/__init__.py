@@ -1,4 +1,56 @@
-"""inmesh: a service mesh inside the process."""
-from ._version import __version__
+"""inmesh: a service mesh inside the process.
 
-__all__ = ["__version__"]
+Istio's YAML, Envoy's semantics, no sidecar. Importing ``inmesh`` does no
+work: submodules load on first use of the names below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .errors import (
+    CertificateError,
+    ConfigError,
+    Diagnostic,
+    IdentityError,
+    InmeshError,
+    Severity,
+)
+
+if TYPE_CHECKING:
+    from .config.snapshot import ConfigOptions, ConfigSnapshot
+    from .config.store import ConfigStore
+
+__all__ = [
+    "CertificateError",
+    "ConfigError",
+    "ConfigOptions",
+    "ConfigSnapshot",
+    "ConfigStore",
+    "Diagnostic",
+    "IdentityError",
+    "InmeshError",
+    "Severity",
+    "__version__",
+]
+
+_LAZY = {
+    "ConfigOptions": "inmesh.config.snapshot",
+    "ConfigSnapshot": "inmesh.config.snapshot",
+    "ConfigStore": "inmesh.config.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'inmesh' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

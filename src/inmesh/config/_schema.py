@@ -65,6 +65,8 @@ class FieldSpec:
     note: str
     required: bool
     deprecated: str
+    istio_default: Any
+    """The value Istio/Envoy use when the field is unset (``None``: no default or not modelled)."""
 
 
 _META_KEY = "inmesh"
@@ -79,8 +81,13 @@ def spec_field(
     note: str = "",
     required: bool = False,
     deprecated: str = "",
+    istio_default: Any = None,
 ) -> Any:
-    """Declare a schema field. Unset optional fields default to ``None`` / empty."""
+    """Declare a schema field. Unset optional fields default to ``None`` / empty.
+
+    ``istio_default`` documents the value Istio/Envoy use when the field is
+    unset; ``inmesh config dump`` fills it in and the support tables show it.
+    """
     meta = {
         _META_KEY: {
             "name": name,
@@ -88,6 +95,7 @@ def spec_field(
             "note": note,
             "required": required,
             "deprecated": deprecated,
+            "istio_default": istio_default,
         }
     }
     if default is dataclasses.MISSING and default_factory is dataclasses.MISSING:
@@ -124,6 +132,7 @@ def fields_of(cls: type) -> tuple[FieldSpec, ...]:
                 note=meta["note"],
                 required=meta["required"],
                 deprecated=meta["deprecated"],
+                istio_default=meta.get("istio_default"),
             )
         )
     result = tuple(out)
