@@ -50,9 +50,7 @@ class Workload:
             if v and not _LABEL_RE.fullmatch(v):
                 raise ValueError(f"Workload label value {v!r} (for {k!r}) is invalid")
         if self.locality and self.locality.count("/") > 2:
-            raise ValueError(
-                f"Workload locality {self.locality!r} must be region[/zone[/subzone]]"
-            )
+            raise ValueError(f"Workload locality {self.locality!r} must be region[/zone[/subzone]]")
         object.__setattr__(self, "labels", MappingProxyType(labels))
 
     def __repr__(self) -> str:
@@ -76,8 +74,8 @@ class Workload:
     def parse_labels(cls, text: str) -> dict[str, str]:
         """``"app=backend,version=v1"`` -> ``{"app": "backend", "version": "v1"}``."""
         out: dict[str, str] = {}
-        for part in text.split(","):
-            part = part.strip()
+        for raw in text.split(","):
+            part = raw.strip()
             if not part:
                 continue
             key, sep, value = part.partition("=")

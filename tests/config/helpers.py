@@ -18,8 +18,9 @@ API_VERSIONS = {
 }
 
 
-def resource_yaml(kind: str, spec: str, *, name: str = "r", namespace: str = "default",
-                  metadata_extra: str = "") -> str:
+def resource_yaml(
+    kind: str, spec: str, *, name: str = "r", namespace: str = "default", metadata_extra: str = ""
+) -> str:
     """A full resource around a ``spec`` body written as indented YAML text."""
     body = textwrap.indent(textwrap.dedent(spec).strip("\n"), "  ")
     meta = f"metadata:\n  name: {name}\n  namespace: {namespace}\n"

@@ -21,12 +21,15 @@ scalars = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=12),
-    st.sampled_from(["", "*", "100ms", "-1s", "0s", "STRICT", "v1", "a.b.c", "10.0.0.1/33", "%00", "{**}"]),
+    st.sampled_from(
+        ["", "*", "100ms", "-1s", "0s", "STRICT", "v1", "a.b.c", "10.0.0.1/33", "%00", "{**}"]
+    ),
 )
 json_like = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 

@@ -96,9 +96,9 @@ INVALID: list[Any] = [
     pytest.param(SE, "hosts: [a.example.com]\nports: [{number: 70000, name: http, protocol: HTTP}]",
                  "spec.ports[0].number", id="se-port-number-too-big"),
     # validation.go skips targetPort 0 as "unset"; the CRD rule 0 < self <= 65535 refuses it
-    pytest.param(SE, "hosts: [a.example.com]\nports: [{number: 80, name: http, protocol: HTTP, targetPort: 0}]",  # noqa: E501
+    pytest.param(SE, "hosts: [a.example.com]\nports: [{number: 80, name: http, protocol: HTTP, targetPort: 0}]",
                  "spec.ports[0].targetPort", id="se-target-port-zero-crd"),
-    pytest.param(SE, "hosts: [a.example.com]\nports: [{number: 80, name: http, protocol: HTTP, targetPort: 65536}]",  # noqa: E501
+    pytest.param(SE, "hosts: [a.example.com]\nports: [{number: 80, name: http, protocol: HTTP, targetPort: 65536}]",
                  "spec.ports[0].targetPort", id="se-target-port-too-big"),
     pytest.param(SE, "hosts: [a.example.com]\nports: [{number: 80, name: http, protocol: HTTP3}]",
                  "spec.ports[0].protocol", id="se-protocol-unknown"),

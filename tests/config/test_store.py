@@ -78,7 +78,9 @@ def test_valid_edit_is_live_within_one_second(tmp_path: Path) -> None:
         assert store.stats.reloads == 1
 
 
-def test_invalid_edit_keeps_last_good_and_reports(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_invalid_edit_keeps_last_good_and_reports(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     f = tmp_path / "a.yaml"
     write(f, se("a", "a.example.com", "10.0.0.1"))
     caplog.set_level(logging.ERROR, logger="inmesh.config")

@@ -24,9 +24,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories (recursive)")
     _common_options(p)
-    p.add_argument(
-        "-o", "--output", choices=["text", "json"], default="text", help="output format"
-    )
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text", help="output format")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     p.set_defaults(func=_validate)
 
@@ -43,9 +41,7 @@ def register(sub: Any) -> None:
     d.add_argument("paths", nargs="+", metavar="PATH")
     _common_options(d)
     d.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
-    d.add_argument(
-        "--no-defaults", action="store_true", help="print only what the files set"
-    )
+    d.add_argument("--no-defaults", action="store_true", help="print only what the files set")
     d.set_defaults(func=_dump)
 
 
@@ -72,7 +68,9 @@ def _options(args: argparse.Namespace) -> Any:
 def _validate(args: argparse.Namespace) -> int:
     from inmesh.config.load import load_paths, sorted_diagnostics
 
-    result = load_paths(args.paths, default_namespace=args.namespace)
+    # Like `istioctl validate`, judge each resource on its own: the same name in
+    # two files is a warning here (a mesh loading both would reject it).
+    result = load_paths(args.paths, default_namespace=args.namespace, duplicates=Severity.WARNING)
     diags = sorted_diagnostics(result.diagnostics)
     errors = [d for d in diags if d.severity is Severity.ERROR]
     warnings = [d for d in diags if d.severity is Severity.WARNING]

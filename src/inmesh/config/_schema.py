@@ -511,7 +511,11 @@ def parse_message(cls: type[T], raw: Any, path: Path, rep: Reporter) -> T | None
             rep.warn(
                 (*path, key),
                 f"{key!r} is parsed but "
-                + ("not enforced yet" if spec.support is Support.NOT_YET else "only partly enforced"),
+                + (
+                    "not enforced yet"
+                    if spec.support is Support.NOT_YET
+                    else "only partly enforced"
+                ),
                 spec.note,
             )
         if unenforced:

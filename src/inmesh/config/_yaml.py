@@ -6,7 +6,7 @@ map from field path to the 1-based line where that field starts, so that every
 later error can name the line it is about.
 
 Duplicate keys, recursive aliases and absurd nesting are reported as
-:class:`YamlProblem` instead of being silently accepted or crashing.
+:class:`YamlError` instead of being silently accepted or crashing.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ class _Loader(_Base):  # type: ignore[misc]
             return _STR
         return super().resolve(kind, value, implicit)
 
-__all__ = ["Document", "Path", "YamlProblem", "line_of", "load_documents"]
+
+__all__ = ["Document", "Path", "YamlError", "line_of", "load_documents"]
 
 Path = tuple[str | int, ...]
 
@@ -47,7 +48,7 @@ _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 
 
-class YamlProblem(Exception):
+class YamlError(Exception):
     """The text is not YAML we can read; ``line`` is 1-based (0 if unknown)."""
 
     def __init__(self, message: str, line: int = 0) -> None:
@@ -85,7 +86,7 @@ class _Builder:
 
     def build(self, node: yaml.Node, path: Path, depth: int) -> Any:
         if depth > _MAX_DEPTH:
-            raise YamlProblem(f"nesting deeper than {_MAX_DEPTH} levels", node.start_mark.line + 1)
+            raise YamlError(f"nesting deeper than {_MAX_DEPTH} levels", node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _STR:
                 return node.value
@@ -98,12 +99,12 @@ class _Builder:
             return value
         ident = id(node)
         if ident in self.active:
-            raise YamlProblem("an alias refers to a node that contains it", node.start_mark.line + 1)
+            raise YamlError("an alias refers to a node that contains it", node.start_mark.line + 1)
         self.active.add(ident)
         try:
             if isinstance(node, yaml.SequenceNode):
                 if node.tag != _SEQ:
-                    raise YamlProblem(f"unsupported tag {node.tag}", node.start_mark.line + 1)
+                    raise YamlError(f"unsupported tag {node.tag}", node.start_mark.line + 1)
                 out_list = []
                 for i, item in enumerate(node.value):
                     sub = (*path, i)
@@ -112,17 +113,19 @@ class _Builder:
                 return out_list
             if isinstance(node, yaml.MappingNode):
                 if node.tag != _MAP:
-                    raise YamlProblem(f"unsupported tag {node.tag}", node.start_mark.line + 1)
+                    raise YamlError(f"unsupported tag {node.tag}", node.start_mark.line + 1)
                 out: dict[Any, Any] = {}
                 for key_node, value_node in self._pairs(node):
                     key = self.build(key_node, path, depth + 1)
                     if isinstance(key, (list, dict)):
-                        raise YamlProblem("a mapping key must be a scalar", key_node.start_mark.line + 1)
+                        raise YamlError(
+                            "a mapping key must be a scalar", key_node.start_mark.line + 1
+                        )
                     if not isinstance(key, str):
                         key = str(key).lower() if isinstance(key, bool) else str(key)
                     line = key_node.start_mark.line + 1
                     if key in out:
-                        raise YamlProblem(
+                        raise YamlError(
                             f"duplicate key {key!r} (first at line {self.lines.get((*path, key), '?')})",
                             line,
                         )
@@ -130,7 +133,7 @@ class _Builder:
                     self.lines[sub] = line
                     out[key] = self.build(value_node, sub, depth + 1)
                 return out
-            raise YamlProblem(f"unsupported node {type(node).__name__}", node.start_mark.line + 1)
+            raise YamlError(f"unsupported node {type(node).__name__}", node.start_mark.line + 1)
         finally:
             self.active.discard(ident)
 
@@ -138,10 +141,14 @@ class _Builder:
         # Expand YAML merge keys (<<) the way SafeLoader would.
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                sources = (
+                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                )
                 for src in sources:
                     if not isinstance(src, yaml.MappingNode):
-                        raise YamlProblem("a merge key (<<) needs a mapping", key_node.start_mark.line + 1)
+                        raise YamlError(
+                            "a merge key (<<) needs a mapping", key_node.start_mark.line + 1
+                        )
                     yield from self._pairs(src)
             else:
                 yield key_node, value_node
@@ -150,13 +157,13 @@ class _Builder:
 def load_documents(text: str | bytes) -> list[Document]:
     """Every non-empty document in ``text`` (YAML, or JSON, which is YAML).
 
-    Raises :class:`YamlProblem` with the line of the first syntax problem.
+    Raises :class:`YamlError` with the line of the first syntax problem.
     """
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise YamlProblem(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            raise YamlError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     loader = _Loader(text)
     docs: list[Document] = []
     # Building many small containers triggers the cyclic GC over and over;
@@ -180,11 +187,11 @@ def load_documents(text: str | bytes) -> list[Document]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
         problem = exc.problem or exc.context or "invalid YAML"
-        raise YamlProblem(f"invalid YAML: {problem}", line) from None
+        raise YamlError(f"invalid YAML: {problem}", line) from None
     except yaml.YAMLError as exc:
-        raise YamlProblem(f"invalid YAML: {exc}") from None
+        raise YamlError(f"invalid YAML: {exc}") from None
     except RecursionError:
-        raise YamlProblem(f"nesting deeper than {_MAX_DEPTH} levels") from None
+        raise YamlError(f"nesting deeper than {_MAX_DEPTH} levels") from None
     finally:
         loader.dispose()
         if gc_was_enabled:

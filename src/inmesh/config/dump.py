@@ -22,12 +22,10 @@ __all__ = ["resource_to_data", "snapshot_to_data", "to_data"]
 
 def to_data(value: Any, *, fill_defaults: bool = False) -> Any:
     """Plain JSON/YAML-ready data for a model value."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        if isinstance(value, enum.Enum):
-            return value.value
-        return value
     if isinstance(value, enum.Enum):
         return value.value
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
     if isinstance(value, Duration):
         return str(value)
     if isinstance(value, bytes):

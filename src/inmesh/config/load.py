@@ -21,7 +21,7 @@ from inmesh.errors import ConfigError, Diagnostic, Severity
 
 from . import kinds as _kinds
 from ._schema import Reporter, kind_info, parse_message
-from ._yaml import Document, Path, YamlProblem, load_documents
+from ._yaml import Document, Path, YamlError, load_documents
 from .resources._common import Metadata, Resource, Source
 
 __all__ = [
@@ -92,11 +92,14 @@ def load_paths(
     paths: Iterable[str | os.PathLike[str]],
     *,
     default_namespace: str = DEFAULT_NAMESPACE,
+    duplicates: Severity = Severity.ERROR,
 ) -> LoadResult:
     """Load every resource under ``paths`` and check it, resource by resource.
 
-    Duplicate (kind, namespace, name) across all files are errors naming both
-    places. A path that does not exist is an error.
+    The same (kind, namespace, name) twice is reported naming both places:
+    as an error by default, because one mesh cannot hold both; ``inmesh
+    validate`` passes ``Severity.WARNING`` since, like ``istioctl validate``,
+    it judges each resource on its own. A path that does not exist is an error.
     """
     result = LoadResult()
     for path in iter_config_files(paths):
@@ -115,7 +118,7 @@ def load_paths(
             continue
         result.files.append((name, data))
         result.extend(_load_text(data, name, default_namespace))
-    _check_duplicates(result)
+    _check_duplicates(result, duplicates)
     return result
 
 
@@ -136,7 +139,7 @@ def _load_text(text: str | bytes, file: str, default_namespace: str) -> LoadResu
     result = LoadResult()
     try:
         docs = load_documents(text)
-    except YamlProblem as exc:
+    except YamlError as exc:
         result.diagnostics.append(
             Diagnostic(Severity.ERROR, exc.message, "fix the YAML syntax", file=file, line=exc.line)
         )
@@ -213,8 +216,8 @@ def _load_one(
         return
     kind = raw.get("kind")
     api_version = raw.get("apiVersion")
-    meta_raw = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
-    name = str(meta_raw.get("name", "")) if meta_raw else ""
+    meta_raw: dict[str, Any] = raw["metadata"] if isinstance(raw.get("metadata"), dict) else {}
+    name = str(meta_raw.get("name", ""))
     namespace = str(meta_raw.get("namespace") or default_namespace)
     rep = Reporter(file=file, lines=lines, kind=str(kind or ""), namespace=namespace, name=name)
     if not isinstance(kind, str) or not kind:
@@ -237,7 +240,7 @@ def _load_one(
     for key in raw:
         if key not in _TOP_LEVEL:
             rep.error((str(key),), f"unknown top-level field {key!r}", "put it under spec")
-    meta = parse_message(Metadata, raw.get("metadata", {}), ("metadata",), rep)
+    meta: Metadata | None = parse_message(Metadata, raw.get("metadata", {}), ("metadata",), rep)
     if "metadata" not in raw:
         rep.error(("metadata",), "missing 'metadata'", "give the resource a metadata.name")
     if meta is not None:
@@ -247,7 +250,7 @@ def _load_one(
     spec_raw = raw.get("spec")
     if spec_raw is None:
         spec_raw = {}
-    spec = parse_message(info.spec, spec_raw, ("spec",), rep)
+    spec: Any = parse_message(info.spec, spec_raw, ("spec",), rep)
     if meta is not None and spec is not None and not rep.has_errors:
         resource: Resource[Any] = Resource(
             kind=kind,
@@ -285,24 +288,27 @@ class _Relative(dict[Path, int]):
         self._lines = lines
         self._prefix = prefix
 
-    def get(self, key: Path, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: Path, default: Any = None) -> Any:
         return self._lines.get(self._prefix + key, default)
 
     def __bool__(self) -> bool:
         return True
 
 
-def _check_duplicates(result: LoadResult) -> None:
+def _check_duplicates(result: LoadResult, severity: Severity = Severity.ERROR) -> None:
     seen: dict[tuple[str, str, str], Resource[Any]] = {}
     keep: list[Resource[Any]] = []
     for res in result.resources:
         first = seen.get(res.key)
         if first is not None:
+            fix = "give one of them another name or delete it"
+            if severity is not Severity.ERROR:
+                fix += "; a mesh loading both files rejects them"
             result.diagnostics.append(
                 Diagnostic(
-                    Severity.ERROR,
+                    severity,
                     f"defined twice: also at {first.source}",
-                    "give one of them another name or delete it",
+                    fix,
                     file=res.source.file,
                     line=res.source.line,
                     kind=res.kind,
@@ -310,8 +316,10 @@ def _check_duplicates(result: LoadResult) -> None:
                     name=res.name,
                 )
             )
-            continue
-        seen[res.key] = res
+            if severity is Severity.ERROR:
+                continue
+        else:
+            seen[res.key] = res
         keep.append(res)
     result.resources[:] = keep
 

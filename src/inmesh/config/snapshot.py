@@ -60,12 +60,8 @@ class ConfigSnapshot:
     warnings: tuple[Diagnostic, ...] = ()
     infos: tuple[Diagnostic, ...] = ()
     files: tuple[str, ...] = ()
-    _by_kind: Mapping[str, tuple[Resource[Any], ...]] = field(
-        default_factory=dict, repr=False
-    )
-    _by_key: Mapping[tuple[str, str, str], Resource[Any]] = field(
-        default_factory=dict, repr=False
-    )
+    _by_kind: Mapping[str, tuple[Resource[Any], ...]] = field(default_factory=dict, repr=False)
+    _by_key: Mapping[tuple[str, str, str], Resource[Any]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(

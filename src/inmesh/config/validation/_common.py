@@ -24,8 +24,8 @@ __all__ = [
     "check_port",
     "check_regex",
     "check_wildcard_host",
-    "is_ip",
     "is_cidr",
+    "is_ip",
 ]
 
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -78,7 +78,11 @@ def check_wildcard_host(
         return False
     if host == "*":
         if not allow_bare_wildcard:
-            rep.error(path, "'*' is not allowed here", "name the hosts, or use a wildcard like *.example.com")
+            rep.error(
+                path,
+                "'*' is not allowed here",
+                "name the hosts, or use a wildcard like *.example.com",
+            )
             return False
         return True
     labels = host.split(".")
@@ -91,7 +95,11 @@ def check_wildcard_host(
     if host.endswith("."):
         labels = labels[:-1]  # a trailing dot is an absolute name
     for label in labels:
-        if not label or len(label) > 63 or not re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?", label):
+        if (
+            not label
+            or len(label) > 63
+            or not re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?", label)
+        ):
             rep.error(
                 path,
                 f"host {host!r} is not a valid domain name",
@@ -128,7 +136,9 @@ def check_duration(
         return False
     ns = round(d.seconds * 1e9)
     if ns % 1_000_000:
-        rep.error(path, f"{what} {d} has a precision finer than 1ms", "round it to whole milliseconds")
+        rep.error(
+            path, f"{what} {d} has a precision finer than 1ms", "round it to whole milliseconds"
+        )
         return False
     return True
 
@@ -137,9 +147,11 @@ def check_label_key(key: str, path: Path, rep: Reporter) -> bool:
     """A Kubernetes qualified name with an optional DNS-1123 subdomain prefix."""
     prefix, _, name = key.rpartition("/")
     ok = True
-    if "/" in key and (not prefix or len(prefix) > _DNS1123_SUBDOMAIN_MAX or not all(
-        _DNS1123_LABEL.fullmatch(p) for p in prefix.split(".")
-    )):
+    if "/" in key and (
+        not prefix
+        or len(prefix) > _DNS1123_SUBDOMAIN_MAX
+        or not all(_DNS1123_LABEL.fullmatch(p) for p in prefix.split("."))
+    ):
         ok = False
     if not name or len(name) > _QUALIFIED_NAME_MAX or not _LABEL_NAME.fullmatch(name):
         ok = False
@@ -178,7 +190,9 @@ _NOT_RE2 = re.compile(r"\(\?[=!]|\(\?<[=!]|\\[1-9]|\(\?P=|\(\?>|\\[zZ](?![a-z])"
 MAX_REGEX_LENGTH = 1024
 
 
-def check_regex(pattern: str, path: Path, rep: Reporter, *, max_length: int = MAX_REGEX_LENGTH) -> bool:
+def check_regex(
+    pattern: str, path: Path, rep: Reporter, *, max_length: int = MAX_REGEX_LENGTH
+) -> bool:
     """A regex Envoy's RE2 would accept, also compilable by Python's ``re``."""
     if not pattern:
         rep.error(path, "regex must not be empty")
