@@ -172,7 +172,7 @@ class ServiceEntrySpec:
         note="validated and recorded; inmesh routes by Host, not by VIP",
     )
     ports: tuple[ServicePort, ...] = spec_field(default=())
-    location: Location = spec_field( (enum members are immutable)
+    location: Location = spec_field(
         default=Location.MESH_EXTERNAL, istio_default=Location.MESH_EXTERNAL
     )
     resolution: Resolution = spec_field(
@@ -181,7 +181,7 @@ class ServiceEntrySpec:
     endpoints: tuple[WorkloadEntrySpec, ...] = spec_field(
         default=(), note="at most 4096; only one of endpoints and workloadSelector"
     )
-    workload_selector: WorkloadSelector | None = spec_field( (frozen)
+    workload_selector: WorkloadSelector | None = spec_field(
         note="selects WorkloadEntries in the ServiceEntry's namespace"
     )
     export_to: tuple[str, ...] = spec_field(default=())
