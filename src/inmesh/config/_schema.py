@@ -12,6 +12,8 @@ Parsing never raises for bad input: it reports :class:`Diagnostic` s through a
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import difflib
 import enum
@@ -20,7 +22,7 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar, Union
+from typing import Any, ClassVar, TypeVar, Union, cast
 
 from inmesh.errors import Diagnostic, Severity
 
@@ -385,89 +387,135 @@ def _describe(value: Any) -> str:
 _INT_RE = re.compile(r"[+-]?\d+")
 
 
+ParseFn = Callable[[Any, Path, "Reporter"], Any]
+_PARSERS: dict[Any, ParseFn] = {}
+
+
 def parse_value(tp: Any, raw: Any, path: Path, rep: Reporter) -> Any:
     """Parse ``raw`` as type ``tp``; report and return ``None`` when it does not fit."""
-    tp = _strip_optional(tp)
+    fn = _PARSERS.get(tp)
+    if fn is None:
+        fn = _compile(tp)
+    return fn(raw, path, rep)
+
+
+def _compile(tp: Any) -> ParseFn:
+    """Build (once per type) the function that parses values of ``tp``."""
+    fn = _build_parser(_strip_optional(tp))
+    _PARSERS[tp] = fn
+    return fn
+
+
+def _build_parser(tp: Any) -> ParseFn:
     hook = getattr(tp, "__inmesh_parse__", None)
     if hook is not None:
-        return hook(raw, path, rep)
+        return cast(ParseFn, hook)
     origin = typing.get_origin(tp)
     if origin is tuple:
-        if not isinstance(raw, list):
-            rep.error(path, f"expected a list, got {_describe(raw)}", "write it as a YAML list")
-            return None
         item_tp = typing.get_args(tp)[0]
-        items = []
-        for i, item in enumerate(raw):
-            parsed = parse_value(item_tp, item, (*path, i), rep)
-            if parsed is not None:
-                items.append(parsed)
-        return tuple(items)
+
+        def parse_list(raw: Any, path: Path, rep: Reporter) -> Any:
+            if not isinstance(raw, list):
+                rep.error(path, f"expected a list, got {_describe(raw)}", "write it as a YAML list")
+                return None
+            item = _PARSERS.get(item_tp) or _compile(item_tp)
+            items = []
+            for i, value in enumerate(raw):
+                parsed = item(value, (*path, i), rep)
+                if parsed is not None:
+                    items.append(parsed)
+            return tuple(items)
+
+        return parse_list
     if origin in (Mapping, dict, typing.Mapping):
-        if not isinstance(raw, dict):
-            rep.error(path, f"expected a map, got {_describe(raw)}", "write it as a YAML mapping")
-            return None
         val_tp = typing.get_args(tp)[1]
-        out = {}
-        for k, v in raw.items():
-            parsed = parse_value(val_tp, v, (*path, k), rep)
-            if parsed is not None:
-                out[str(k)] = parsed
-        return types.MappingProxyType(out)
+
+        def parse_map(raw: Any, path: Path, rep: Reporter) -> Any:
+            if not isinstance(raw, dict):
+                rep.error(path, f"expected a map, got {_describe(raw)}", "write it as a YAML mapping")
+                return None
+            value_fn = _PARSERS.get(val_tp) or _compile(val_tp)
+            out = {}
+            for k, v in raw.items():
+                parsed = value_fn(v, (*path, k), rep)
+                if parsed is not None:
+                    out[str(k)] = parsed
+            return types.MappingProxyType(out)
+
+        return parse_map
     if tp is Any or tp is object:
-        return raw
+        return lambda raw, path, rep: raw
     if isinstance(tp, type):
         if dataclasses.is_dataclass(tp):
-            return parse_message(tp, raw, path, rep)
+            cls = tp
+            return lambda raw, path, rep: parse_message(cls, raw, path, rep)
         if issubclass(tp, enum.Enum):
-            return _parse_enum(tp, raw, path, rep)
+            enum_tp = tp
+            return lambda raw, path, rep: _parse_enum(enum_tp, raw, path, rep)
         if issubclass(tp, bool):
-            if isinstance(raw, bool):
-                return raw
-            rep.error(path, f"expected true or false, got {_describe(raw)}")
-            return None
+            return _parse_bool
         if issubclass(tp, int):
-            if isinstance(raw, int) and not isinstance(raw, bool):
-                return raw
-            if isinstance(raw, float) and raw.is_integer():
-                return int(raw)
-            if isinstance(raw, str) and _INT_RE.fullmatch(raw.strip()):
-                return int(raw.strip())
-            rep.error(path, f"expected an integer, got {_describe(raw)}")
-            return None
+            return _parse_int
         if issubclass(tp, float):
-            if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-                return float(raw)
-            if isinstance(raw, str):
-                try:
-                    return float(raw)
-                except ValueError:
-                    pass
-            rep.error(path, f"expected a number, got {_describe(raw)}")
-            return None
+            return _parse_float
         if issubclass(tp, str):
-            if isinstance(raw, str):
-                return raw
-            fix = ""
-            if isinstance(raw, (int, float, bool)):
-                fix = "quote it to make it a string"
-            rep.error(path, f"expected a string, got {_describe(raw)}", fix)
-            return None
+            return _parse_str
         if issubclass(tp, bytes):
-            if isinstance(raw, bytes):
-                return raw
-            if isinstance(raw, str):
-                import base64
-                import binascii
-
-                try:
-                    return base64.b64decode(raw, validate=True)
-                except (binascii.Error, ValueError):
-                    rep.error(path, "expected base64-encoded bytes")
-                    return None
-            rep.error(path, f"expected base64-encoded bytes, got {_describe(raw)}")
-            return None
+            return _parse_bytes
     raise TypeError(f"schema type {tp!r} is not supported")  # a bug in a model, not in input
+
+
+def _parse_bool(raw: Any, path: Path, rep: Reporter) -> Any:
+    if isinstance(raw, bool):
+        return raw
+    rep.error(path, f"expected true or false, got {_describe(raw)}")
+    return None
+
+
+def _parse_int(raw: Any, path: Path, rep: Reporter) -> Any:
+    if type(raw) is int:
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, str) and _INT_RE.fullmatch(raw.strip()):
+        return int(raw.strip())
+    rep.error(path, f"expected an integer, got {_describe(raw)}")
+    return None
+
+
+def _parse_float(raw: Any, path: Path, rep: Reporter) -> Any:
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return float(raw)
+    if isinstance(raw, str):
+        try:
+            return float(raw)
+        except ValueError:
+            pass
+    rep.error(path, f"expected a number, got {_describe(raw)}")
+    return None
+
+
+def _parse_str(raw: Any, path: Path, rep: Reporter) -> Any:
+    if type(raw) is str:
+        return raw
+    fix = ""
+    if isinstance(raw, (int, float, bool)):
+        fix = "quote it to make it a string"
+    rep.error(path, f"expected a string, got {_describe(raw)}", fix)
+    return None
+
+
+def _parse_bytes(raw: Any, path: Path, rep: Reporter) -> Any:
+    if isinstance(raw, bytes):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            rep.error(path, "expected base64-encoded bytes")
+            return None
+    rep.error(path, f"expected base64-encoded bytes, got {_describe(raw)}")
+    return None
 
 
 def _parse_enum(tp: type[enum.Enum], raw: Any, path: Path, rep: Reporter) -> Any:
