@@ -1,0 +1,1 @@
+"""Server-side policy: peer authentication (mTLS modes) and, later, authorization."""
