@@ -5,7 +5,10 @@ Every exception inmesh raises on purpose derives from :class:`InmeshError`::
     InmeshError
     ├── ConfigError (also ValueError)        invalid Istio YAML; carries every Diagnostic
     └── IdentityError                        certificates, keys, SPIFFE IDs
-        └── CertificateError (also ValueError)   a certificate that cannot be used
+        ├── CertificateError (also ValueError)   a certificate that cannot be used
+        ├── SpiffeIdError (also ValueError)      a malformed SPIFFE ID (inmesh.identity.spiffe)
+        └── PeerIdentityError                    a peer is not who the mesh expects
+                                                 (inmesh.identity.tls)
 
 Later layers extend the tree (routing, upstream and authorization failures);
 each class says in its docstring when it is raised.

@@ -321,6 +321,9 @@ def _unknown_field(cls: type, key: str, path: Path, rep: Reporter) -> None:
     close = [k for k in known if k.lower() == camel_key.lower()]
     if not close:
         close = difflib.get_close_matches(camel_key, list(known), n=1, cutoff=0.75)
+    if not close and len(camel_key) >= 4:
+        # `labels` where the message wants `matchLabels`, `number` for `portNumber`...
+        close = [k for k in known if k.lower().endswith(camel_key.lower())]
     if close:
         rep.error((*path, key), message, f"did you mean {close[0]!r}?")
         return
@@ -588,7 +591,11 @@ def parse_message(cls: type[T], raw: Any, path: Path, rep: Reporter) -> T | None
             )
     for spec in known.values():
         if spec.required and spec.attr not in kwargs and spec.yaml not in raw:
-            rep.error((*path, spec.yaml), f"{spec.yaml!r} is required")
+            rep.error(
+                (*path, spec.yaml),
+                f"{spec.yaml!r} is required",
+                f"add {spec.yaml} to this {getattr(cls, '__istio_name__', cls.__name__)}",
+            )
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:  # a model __post_init__ refused the value

@@ -272,12 +272,28 @@ def _replace_namespace(meta: Metadata, namespace: str) -> Metadata:
     return dataclasses.replace(meta, namespace=namespace)
 
 
+# Annotations Istio's webhook refuses on every kind (validation.go, validateMetadata):
+# they are written by Istio itself or exist to test the webhook.
+_RESERVED_ANNOTATIONS = (
+    "internal.istio.io/webhook-always-reject",
+    "internal.istio.io/parents",
+    "internal.istio.io/parent-namespace",
+)
+
+
 def _check_name(meta: Metadata, rep: Reporter) -> None:
     from .validation._common import check_dns1123_label, check_dns1123_subdomain
 
     if meta.name:
         check_dns1123_subdomain(meta.name, ("metadata", "name"), rep)
     check_dns1123_label(meta.namespace, ("metadata", "namespace"), rep)
+    for key in _RESERVED_ANNOTATIONS:
+        if key in meta.annotations:
+            rep.error(
+                ("metadata", "annotations", key),
+                f"annotation {key!r} is reserved for Istio",
+                "remove it",
+            )
 
 
 class _Relative(dict[Path, int]):
