@@ -22,6 +22,8 @@ from .errors import (
 if TYPE_CHECKING:
     from .config.snapshot import ConfigOptions, ConfigSnapshot
     from .config.store import ConfigStore
+    from .mesh import Mesh
+    from .model import Workload
 
 __all__ = [
     "CertificateError",
@@ -32,7 +34,9 @@ __all__ = [
     "Diagnostic",
     "IdentityError",
     "InmeshError",
+    "Mesh",
     "Severity",
+    "Workload",
     "__version__",
 ]
 
@@ -40,6 +44,8 @@ _LAZY = {
     "ConfigOptions": "inmesh.config.snapshot",
     "ConfigSnapshot": "inmesh.config.snapshot",
     "ConfigStore": "inmesh.config.store",
+    "Mesh": "inmesh.mesh",
+    "Workload": "inmesh.model",
 }
 
 

@@ -1,0 +1,368 @@
+"""``Mesh``: the composition root.
+
+One ``Mesh`` is one workload's sidecar, in the process. It owns:
+
+* the configuration store (Istio YAML, watched and reloaded),
+* the compiled state derived from each snapshot (PeerAuthentication per port,
+  the service registry), rebuilt off the request path on every reload,
+* the workload's identity (a certificate source that rotates),
+
+and hands out the pieces that sit in the request paths: ``asgi(app)``,
+``wsgi(app)``, ``serve(app, ...)`` (and, with the outbound transports,
+``transport()``/``async_transport()``).
+
+Lifecycle: a ``Mesh`` is started by its constructor (configuration and
+certificates are loaded and checked there, so mistakes surface at start-up)
+and stopped by :meth:`close` / :meth:`aclose` or by leaving a ``with`` /
+``async with`` block. Its background threads (file watching, certificate
+rotation) never run on an event loop and are joined on close. Several meshes
+in one process share nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .config.snapshot import ConfigOptions, ConfigSnapshot
+from .config.store import ConfigStore
+from .model import Workload
+from .policy.peer_authn import (
+    EffectivePeerAuthentication,
+    MtlsMode,
+    effective_peer_authentication,
+    policies_from_snapshot,
+)
+
+if TYPE_CHECKING:
+    from .identity.sources import CertificateSource
+    from .identity.spiffe import SpiffeId
+
+__all__ = ["Mesh"]
+
+log = logging.getLogger("inmesh.mesh")
+
+PathArg = str | os.PathLike[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """Everything derived from one snapshot, swapped as one reference."""
+
+    snapshot: ConfigSnapshot
+    peer_authentication: EffectivePeerAuthentication
+
+
+class Mesh:
+    """This workload's mesh: configuration, identity, and the request-path pieces.
+
+    >>> mesh = inmesh.Mesh(                                   # doctest: +SKIP
+    ...     config=["mesh/"],
+    ...     workload=inmesh.Workload("backend", service_account="backend-sa",
+    ...                              labels={"app": "backend", "version": "v1"}),
+    ...     cert_dir="/var/run/secrets/workload-spiffe-credentials",
+    ... )
+
+    * ``config``: files or directories of Istio YAML (re-read when they change).
+    * ``workload``: who this process is (labels select policies).
+    * ``cert_dir``: a directory with Istio's ``cert-chain.pem``, ``key.pem`` and
+      ``root-cert.pem``, re-read when rotated; or ``identity``: any
+      :class:`~inmesh.identity.sources.CertificateSource` (for example a
+      :class:`~inmesh.identity.sources.CASource` for development). The mesh
+      owns the source: it starts it and closes it. Neither: no identity
+      (plaintext only).
+    * ``trust_domain``: the mesh's SPIFFE trust domain; this workload's own
+      certificate must belong to it.
+    * ``trust_forwarded_client_cert``: trust ``x-forwarded-client-cert`` sent
+      by the network (only behind a proxy that sets it); off by default.
+
+    Raises :class:`~inmesh.errors.ConfigError` for an invalid configuration
+    and :class:`~inmesh.errors.CertificateError` for an unusable certificate.
+    """
+
+    def __init__(
+        self,
+        config: PathArg | Sequence[PathArg] = (),
+        *,
+        workload: Workload,
+        cert_dir: PathArg | None = None,
+        identity: CertificateSource | None = None,
+        trust_domain: str = "cluster.local",
+        default_namespace: str = "default",
+        root_namespace: str = "istio-system",
+        domain_suffix: str = "cluster.local",
+        watch: bool = True,
+        poll_interval: float = 0.25,
+        trust_forwarded_client_cert: bool = False,
+    ) -> None:
+        if cert_dir is not None and identity is not None:
+            raise TypeError("give cert_dir or identity, not both")
+        paths = [config] if isinstance(config, (str, os.PathLike)) else list(config)
+        self._workload = workload
+        self._trust_domain = trust_domain
+        self._trust_xfcc = trust_forwarded_client_cert
+        self._options = ConfigOptions(
+            default_namespace=default_namespace,
+            root_namespace=root_namespace,
+            domain_suffix=domain_suffix,
+            trust_domain=trust_domain,
+        )
+        self._lock = threading.Lock()
+        self._closed = False
+        self._store = ConfigStore(
+            paths, options=self._options, watch=watch, poll_interval=poll_interval
+        )
+        self._compiled = self._compile(self._store.start())
+        self._store.subscribe(self._on_snapshot)
+        self._identity: CertificateSource | None = None
+        try:
+            if cert_dir is not None:
+                from .identity.sources import DirectorySource
+
+                identity = DirectorySource(Path(cert_dir), trust_domain=trust_domain)
+            if identity is not None:
+                start = getattr(identity, "start", None)
+                if start is not None and not getattr(identity, "started", False):
+                    start()
+                self._identity = identity
+                self._check_identity(identity)
+        except BaseException:
+            self._store.close()
+            if identity is not None:
+                _close_quietly(identity)
+            raise
+        log.info(
+            "mesh for %s/%s started (config %s, identity %s)",
+            workload.namespace,
+            workload.name,
+            self._compiled.snapshot.version,
+            self.spiffe_id or "none",
+        )
+
+    # -- construction from the environment --------------------------------
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Mesh:
+        """A mesh configured by ``INMESH_*`` environment variables.
+
+        ======================== ==============================================
+        ``INMESH_CONFIG``         config paths, separated by ``os.pathsep`` (``:``)
+        ``INMESH_WORKLOAD``       workload name (required)
+        ``INMESH_NAMESPACE``      namespace (default ``default``; falls back to
+                                  ``POD_NAMESPACE``)
+        ``INMESH_SERVICE_ACCOUNT`` service account (default ``default``)
+        ``INMESH_LABELS``         ``app=backend,version=v1``
+        ``INMESH_LOCALITY``       ``region/zone/subzone``
+        ``INMESH_CERT_DIR``       directory with Istio's certificate files
+        ``INMESH_TRUST_DOMAIN``   SPIFFE trust domain (default ``cluster.local``)
+        ``INMESH_ROOT_NAMESPACE`` Istio root namespace (default ``istio-system``)
+        ``INMESH_TRUST_XFCC``     ``true`` to trust an incoming XFCC header
+        ======================== ==============================================
+
+        Keyword arguments override what the environment says.
+        """
+        env = os.environ if environ is None else environ
+        name = env.get("INMESH_WORKLOAD", "")
+        if "workload" not in overrides and not name:
+            raise ValueError("INMESH_WORKLOAD is not set: name this workload")
+        kwargs: dict[str, Any] = {}
+        if "workload" not in overrides:
+            kwargs["workload"] = Workload(
+                name,
+                namespace=env.get("INMESH_NAMESPACE") or env.get("POD_NAMESPACE") or "default",
+                service_account=env.get("INMESH_SERVICE_ACCOUNT") or "default",
+                labels=Workload.parse_labels(env.get("INMESH_LABELS", "")),
+                locality=env.get("INMESH_LOCALITY", ""),
+            )
+        config = env.get("INMESH_CONFIG", "")
+        kwargs["config"] = [p for p in config.split(os.pathsep) if p]
+        if env.get("INMESH_CERT_DIR"):
+            kwargs["cert_dir"] = env["INMESH_CERT_DIR"]
+        if env.get("INMESH_TRUST_DOMAIN"):
+            kwargs["trust_domain"] = env["INMESH_TRUST_DOMAIN"]
+        if env.get("INMESH_ROOT_NAMESPACE"):
+            kwargs["root_namespace"] = env["INMESH_ROOT_NAMESPACE"]
+        if env.get("INMESH_TRUST_XFCC"):
+            kwargs["trust_forwarded_client_cert"] = _truthy(env["INMESH_TRUST_XFCC"])
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def workload(self) -> Workload:
+        return self._workload
+
+    @property
+    def trust_domain(self) -> str:
+        return self._trust_domain
+
+    @property
+    def snapshot(self) -> ConfigSnapshot:
+        """The configuration in force (immutable; a reload swaps it)."""
+        return self._compiled.snapshot
+
+    @property
+    def config_store(self) -> ConfigStore:
+        return self._store
+
+    @property
+    def certificates(self) -> CertificateSource | None:
+        """This workload's certificate source (``None`` without identity)."""
+        return self._identity
+
+    @property
+    def spiffe_id(self) -> SpiffeId | None:
+        """This workload's SPIFFE ID, from its current certificate."""
+        return self.local_identity()
+
+    def local_identity(self) -> SpiffeId | None:
+        source = self._identity
+        return None if source is None else source.current().spiffe_id
+
+    def mtls_mode(self, port: int | None) -> MtlsMode:
+        """The effective PeerAuthentication mode for a port of this workload."""
+        return self._compiled.peer_authentication.for_port(port)
+
+    @property
+    def trusted_proxy_xfcc(self) -> bool:
+        return self._trust_xfcc
+
+    def subscribe(self, callback: Callable[[ConfigSnapshot], None]) -> Callable[[], None]:
+        """Call ``callback(snapshot)`` after each configuration reload."""
+        return self._store.subscribe(callback)
+
+    # -- request-path pieces ------------------------------------------------
+
+    def asgi(self, app: Any) -> Any:
+        """Wrap an ASGI app with the mesh's inbound middleware."""
+        from .inbound.asgi import MeshASGIMiddleware
+
+        return MeshASGIMiddleware(app, self)
+
+    def wsgi(self, app: Any, **options: Any) -> Any:
+        """Wrap a WSGI app with the mesh's inbound middleware."""
+        from .inbound.wsgi import MeshWSGIMiddleware
+
+        return MeshWSGIMiddleware(app, self, **options)
+
+    def serve(self, app: Any, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
+        """Serve ``app`` (ASGI or WSGI) with mTLS per PeerAuthentication, until stopped."""
+        from .inbound.serve import serve
+
+        serve(app, self, host, port, **options)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop watching files and rotating certificates; join the threads."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._store.close()
+        if self._identity is not None:
+            _close_quietly(self._identity)
+        log.info("mesh for %s/%s closed", self._workload.namespace, self._workload.name)
+
+    async def aclose(self) -> None:
+        """:meth:`close` without blocking the event loop (threads are joined in a worker)."""
+        import anyio.to_thread
+
+        await anyio.to_thread.run_sync(self.close)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Mesh:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Mesh:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"config {self.snapshot.version}"
+        return f"<Mesh {self._workload.namespace}/{self._workload.name} {state}>"
+
+    # -- internals ------------------------------------------------------------
+
+    def _compile(self, snapshot: ConfigSnapshot) -> _Compiled:
+        pa = effective_peer_authentication(
+            policies_from_snapshot(snapshot.of_kind("PeerAuthentication")),
+            namespace=self._workload.namespace,
+            labels=self._workload.labels,
+            root_namespace=self._options.root_namespace,
+        )
+        return _Compiled(snapshot=snapshot, peer_authentication=pa)
+
+    def _on_snapshot(self, snapshot: ConfigSnapshot) -> None:
+        compiled = self._compile(snapshot)
+        previous = self._compiled.peer_authentication
+        self._compiled = compiled
+        if previous.mode != compiled.peer_authentication.mode:
+            log.info(
+                "PeerAuthentication for %s/%s is now %s (was %s)",
+                self._workload.namespace,
+                self._workload.name,
+                compiled.peer_authentication.mode.value,
+                previous.mode.value,
+            )
+
+    def _check_identity(self, source: CertificateSource) -> None:
+        from .errors import CertificateError
+
+        spiffe_id = source.current().spiffe_id
+        if spiffe_id.trust_domain != self._trust_domain:
+            raise CertificateError(
+                f"this workload's certificate is for trust domain {spiffe_id.trust_domain!r}, "
+                f"the mesh's is {self._trust_domain!r}; issue a certificate in "
+                f"{self._trust_domain!r} or pass trust_domain={spiffe_id.trust_domain!r}"
+            )
+        expected_sa = self._workload.service_account
+        if spiffe_id.is_istio_workload and (
+            spiffe_id.namespace != self._workload.namespace
+            or spiffe_id.service_account != expected_sa
+        ):
+            log.warning(
+                "certificate identity %s does not match workload %s/%s (service account %s)",
+                spiffe_id,
+                self._workload.namespace,
+                self._workload.name,
+                expected_sa,
+            )
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _close_quietly(source: object) -> None:
+    close = getattr(source, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            log.exception("closing %r failed", source)
