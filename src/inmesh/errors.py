@@ -4,6 +4,7 @@ Every exception inmesh raises on purpose derives from :class:`InmeshError`::
 
     InmeshError
     ├── ConfigError (also ValueError)        invalid Istio YAML; carries every Diagnostic
+    ├── DnsLookupError                       a DNS lookup failed (inmesh.discovery.dns)
     └── IdentityError                        certificates, keys, SPIFFE IDs
         ├── CertificateError (also ValueError)   a certificate that cannot be used
         ├── SpiffeIdError (also ValueError)      a malformed SPIFFE ID (inmesh.identity.spiffe)

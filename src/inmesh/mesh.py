@@ -41,6 +41,8 @@ from .policy.peer_authn import (
 )
 
 if TYPE_CHECKING:
+    from .discovery.dns import DnsCache
+    from .discovery.registry import Registry
     from .identity.sources import CertificateSource
     from .identity.spiffe import SpiffeId
 
@@ -57,6 +59,7 @@ class _Compiled:
 
     snapshot: ConfigSnapshot
     peer_authentication: EffectivePeerAuthentication
+    registry: Registry
 
 
 class Mesh:
@@ -79,6 +82,9 @@ class Mesh:
       (plaintext only).
     * ``trust_domain``: the mesh's SPIFFE trust domain; this workload's own
       certificate must belong to it.
+    * ``dns_resolver``: a :class:`~inmesh.discovery.dns.DnsResolver` for
+      endpoints with ``resolution: DNS`` (default: the system's resolvers).
+      The background DNS thread runs only while some endpoint needs it.
     * ``trust_forwarded_client_cert``: trust ``x-forwarded-client-cert`` sent
       by the network (only behind a proxy that sets it); off by default.
 
@@ -100,6 +106,7 @@ class Mesh:
         watch: bool = True,
         poll_interval: float = 0.25,
         trust_forwarded_client_cert: bool = False,
+        dns_resolver: Any = None,
     ) -> None:
         if cert_dir is not None and identity is not None:
             raise TypeError("give cert_dir or identity, not both")
@@ -118,10 +125,14 @@ class Mesh:
         self._store = ConfigStore(
             paths, options=self._options, watch=watch, poll_interval=poll_interval
         )
+        self._dns: DnsCache | None = None
+        self._dns_resolver: Any = None
         self._compiled = self._compile(self._store.start())
         self._store.subscribe(self._on_snapshot)
         self._identity: CertificateSource | None = None
         try:
+            self._dns_resolver = dns_resolver
+            self._update_dns(self._compiled.registry.dns_hostnames)
             if cert_dir is not None:
                 from .identity.sources import DirectorySource
 
@@ -134,6 +145,8 @@ class Mesh:
                 self._check_identity(identity)
         except BaseException:
             self._store.close()
+            if self._dns is not None:
+                self._dns.close()
             if identity is not None:
                 _close_quietly(identity)
             raise
@@ -209,6 +222,15 @@ class Mesh:
         return self._compiled.snapshot
 
     @property
+    def registry(self) -> Registry:
+        """Services and endpoints of the configuration in force."""
+        return self._compiled.registry
+
+    def resolved_addresses(self, hostname: str) -> tuple[str, ...]:
+        """The addresses DNS gave for an endpoint hostname (empty until resolved)."""
+        return self._dns.addresses(hostname) if self._dns is not None else ()
+
+    @property
     def config_store(self) -> ConfigStore:
         return self._store
 
@@ -267,6 +289,8 @@ class Mesh:
                 return
             self._closed = True
         self._store.close()
+        if self._dns is not None:
+            self._dns.close()
         if self._identity is not None:
             _close_quietly(self._identity)
         log.info("mesh for %s/%s closed", self._workload.namespace, self._workload.name)
@@ -316,12 +340,18 @@ class Mesh:
             labels=self._workload.labels,
             root_namespace=self._options.root_namespace,
         )
-        return _Compiled(snapshot=snapshot, peer_authentication=pa)
+        from .discovery.registry import Registry
+
+        registry = Registry.from_snapshot(snapshot)
+        for warning in registry.warnings:
+            log.warning("%s", warning)
+        return _Compiled(snapshot=snapshot, peer_authentication=pa, registry=registry)
 
     def _on_snapshot(self, snapshot: ConfigSnapshot) -> None:
         compiled = self._compile(snapshot)
         previous = self._compiled.peer_authentication
         self._compiled = compiled
+        self._update_dns(compiled.registry.dns_hostnames)
         if previous.mode != compiled.peer_authentication.mode:
             log.info(
                 "PeerAuthentication for %s/%s is now %s (was %s)",
@@ -330,6 +360,24 @@ class Mesh:
                 compiled.peer_authentication.mode.value,
                 previous.mode.value,
             )
+
+    def _update_dns(self, hostnames: frozenset[str]) -> None:
+        """Keep the DNS cache on the registry's hostnames; start it when first needed."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._dns is None:
+                if not hostnames:
+                    return
+                from .discovery.dns import DnsCache
+
+                self._dns = DnsCache(
+                    self._dns_resolver, thread_name=f"inmesh-dns-{self._workload.name}"
+                )
+                self._dns.set_hostnames(hostnames)
+                self._dns.start()
+            else:
+                self._dns.set_hostnames(hostnames)
 
     def _check_identity(self, source: CertificateSource) -> None:
         from .errors import CertificateError

@@ -159,3 +159,31 @@ def test_workload_validation() -> None:
     assert inmesh.Workload.parse_labels("app=a, version=v1") == {"app": "a", "version": "v1"}
     with pytest.raises(ValueError):
         inmesh.Workload.parse_labels("app")
+
+
+SE_DNS = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: backend, namespace: default}
+spec:
+  hosts: [backend.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: DNS
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  endpoints: [{address: localhost}]
+"""
+
+
+def test_registry_and_background_dns_follow_the_config(tmp_path: Path) -> None:
+    (tmp_path / "se.yaml").write_text(SE_DNS)
+    with inmesh.Mesh(tmp_path, workload=BACKEND) as mesh:
+        match = mesh.registry.lookup("backend:8080", caller_namespace="default")
+        assert match is not None and match.service.hostname == "backend.default.svc.cluster.local"
+        wait_for(lambda: "127.0.0.1" in mesh.resolved_addresses("localhost"))
+        assert any(t.name == "inmesh-dns-backend" for t in threading.enumerate())
+    assert not any(t.name == "inmesh-dns-backend" for t in threading.enumerate())
+
+
+def test_no_dns_thread_without_dns_endpoints() -> None:
+    with inmesh.Mesh(workload=BACKEND):
+        assert not any(t.name.startswith("inmesh-dns") for t in threading.enumerate())
