@@ -145,8 +145,7 @@ class Mesh:
                 self._check_identity(identity)
         except BaseException:
             self._store.close()
-            if self._dns is not None:
-                self._dns.close()
+            self._close_dns()
             if identity is not None:
                 _close_quietly(identity)
             raise
@@ -289,8 +288,7 @@ class Mesh:
                 return
             self._closed = True
         self._store.close()
-        if self._dns is not None:
-            self._dns.close()
+        self._close_dns()
         if self._identity is not None:
             _close_quietly(self._identity)
         log.info("mesh for %s/%s closed", self._workload.namespace, self._workload.name)
@@ -360,6 +358,11 @@ class Mesh:
                 compiled.peer_authentication.mode.value,
                 previous.mode.value,
             )
+
+    def _close_dns(self) -> None:
+        dns = self._dns
+        if dns is not None:
+            dns.close()
 
     def _update_dns(self, hostnames: frozenset[str]) -> None:
         """Keep the DNS cache on the registry's hostnames; start it when first needed."""

@@ -69,6 +69,8 @@ class FieldSpec:
     deprecated: str
     istio_default: Any
     """The value Istio/Envoy use when the field is unset (``None``: no default or not modelled)."""
+    enforced_if: Callable[[Any], bool] | None = None
+    """For partial/not-yet fields: values for which no "not enforced" warning is due."""
 
 
 _META_KEY = "inmesh"
@@ -84,6 +86,7 @@ def spec_field(
     required: bool = False,
     deprecated: str = "",
     istio_default: Any = None,
+    enforced_if: Callable[[Any], bool] | None = None,
 ) -> Any:
     """Declare a schema field. Unset optional fields default to ``None`` / empty.
 
@@ -98,6 +101,7 @@ def spec_field(
             "required": required,
             "deprecated": deprecated,
             "istio_default": istio_default,
+            "enforced_if": enforced_if,
         }
     }
     if default is dataclasses.MISSING and default_factory is dataclasses.MISSING:
@@ -135,6 +139,7 @@ def fields_of(cls: type) -> tuple[FieldSpec, ...]:
                 required=meta["required"],
                 deprecated=meta["deprecated"],
                 istio_default=meta.get("istio_default"),
+                enforced_if=meta.get("enforced_if"),
             )
         )
     result = tuple(out)
@@ -558,7 +563,15 @@ def parse_message(cls: type[T], raw: Any, path: Path, rep: Reporter) -> T | None
         if value is None:
             continue  # YAML null = unset, as protojson reads it
         unenforced = spec.support in (Support.NOT_YET, Support.PARTIAL) and bool(spec.note)
-        if unenforced and not rep.quiet:
+        warn_here = unenforced and not rep.quiet
+        if unenforced:
+            rep.quiet += 1
+        try:
+            parsed = parse_value(spec.type, value, (*path, key), rep)
+        finally:
+            if unenforced:
+                rep.quiet -= 1
+        if warn_here and not (spec.enforced_if is not None and spec.enforced_if(parsed)):
             rep.warn(
                 (*path, key),
                 f"{key!r} is parsed but "
@@ -569,13 +582,6 @@ def parse_message(cls: type[T], raw: Any, path: Path, rep: Reporter) -> T | None
                 ),
                 spec.note,
             )
-        if unenforced:
-            rep.quiet += 1
-        try:
-            parsed = parse_value(spec.type, value, (*path, key), rep)
-        finally:
-            if unenforced:
-                rep.quiet -= 1
         if parsed is not None:
             kwargs[spec.attr] = parsed
             if spec.deprecated:
@@ -583,10 +589,12 @@ def parse_message(cls: type[T], raw: Any, path: Path, rep: Reporter) -> T | None
     for group in getattr(cls, "__oneofs__", ()):
         present = [known_attr for known_attr in group if known_attr in kwargs]
         if len(present) > 1:
-            names = [camel(a) for a in present]
+            yaml_of = {f.attr: f.yaml for f in known.values()}
+            names = [yaml_of.get(a, camel(a)) for a in present]
             rep.error(
                 path,
-                f"only one of {', '.join(camel(a) for a in group)} may be set, got {' and '.join(names)}",
+                f"only one of {', '.join(yaml_of.get(a, camel(a)) for a in group)} may be set, "
+                f"got {' and '.join(names)}",
                 "keep one of them",
             )
     for spec in known.values():

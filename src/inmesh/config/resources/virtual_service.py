@@ -184,7 +184,12 @@ class HTTPMatchRequest:
     source_labels: Mapping[str, str] = spec_field(
         default_factory=dict, note="compared with the labels of the calling workload"
     )
-    gateways: tuple[str, ...] = spec_field(default=(), support=Support.PARTIAL, note=_MESH_ONLY)
+    gateways: tuple[str, ...] = spec_field(
+        default=(),
+        support=Support.PARTIAL,
+        note=_MESH_ONLY,
+        enforced_if=lambda gws: not gws or set(gws) == {MESH_GATEWAY},
+    )
     query_params: Mapping[str, StringMatch] = spec_field(
         default_factory=dict, note="{} means the parameter is present"
     )
@@ -479,7 +484,12 @@ class VirtualServiceSpec:
         default=(),
         note="Host header values this applies to; short names are relative to this namespace",
     )
-    gateways: tuple[str, ...] = spec_field(default=(), support=Support.PARTIAL, note=_MESH_ONLY)
+    gateways: tuple[str, ...] = spec_field(
+        default=(),
+        support=Support.PARTIAL,
+        note=_MESH_ONLY,
+        enforced_if=lambda gws: not gws or set(gws) == {MESH_GATEWAY},
+    )
     http: tuple[HTTPRoute, ...] = spec_field(
         default=(), support=Support.NOT_YET, note=_HTTP_NOT_SHIPPED
     )
