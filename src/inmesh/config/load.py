@@ -282,11 +282,11 @@ _RESERVED_ANNOTATIONS = (
 
 
 def _check_name(meta: Metadata, rep: Reporter) -> None:
-    from .validation._common import check_dns1123_label, check_dns1123_subdomain
+    from .validation._common import check_k8s_dns1123_label, check_k8s_dns1123_subdomain
 
     if meta.name:
-        check_dns1123_subdomain(meta.name, ("metadata", "name"), rep)
-    check_dns1123_label(meta.namespace, ("metadata", "namespace"), rep)
+        check_k8s_dns1123_subdomain(meta.name, ("metadata", "name"), rep)
+    check_k8s_dns1123_label(meta.namespace, ("metadata", "namespace"), rep)
     for key in _RESERVED_ANNOTATIONS:
         if key in meta.annotations:
             rep.error(

@@ -1,7 +1,8 @@
 """Values shared by several Istio kinds, and the resource envelope.
 
 ``Duration``, ``Percent``, ``StringMatch``, ``PortSelector`` and
-``WorkloadSelector`` mirror the messages of the same names in istio/api;
+``WorkloadSelector`` mirror the messages of the same names in istio/api, and
+``MatchLabelsSelector`` mirrors ``istio.type.v1beta1.WorkloadSelector``;
 ``Resource`` is the Kubernetes-style envelope (apiVersion, kind, metadata,
 spec) with the place it was read from.
 """
@@ -18,6 +19,7 @@ from .._yaml import Path
 
 __all__ = [
     "Duration",
+    "MatchLabelsSelector",
     "Metadata",
     "Percent",
     "PortSelector",
@@ -152,10 +154,29 @@ class PortSelector:
 
 @dataclass(frozen=True, slots=True)
 class WorkloadSelector:
-    """``WorkloadSelector{labels}`` (networking kinds)."""
+    """``istio.networking.v1alpha3.WorkloadSelector{labels}`` (ServiceEntry)."""
 
     __istio_name__: ClassVar[str] = "WorkloadSelector"
     labels: Mapping[str, str] = spec_field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MatchLabelsSelector:
+    """``istio.type.v1beta1.WorkloadSelector{matchLabels}`` (istio/api
+    ``type/v1beta1/selector.proto``), the selector of DestinationRule,
+    PeerAuthentication and AuthorizationPolicy.
+
+    Selects the workloads in the resource's namespace whose labels include
+    every ``matchLabels`` entry (for the security kinds, all workloads of the
+    mesh when the policy is in the root namespace). Without labels it selects
+    every workload in the namespace.
+    """
+
+    __istio_name__: ClassVar[str] = "WorkloadSelector"
+    match_labels: Mapping[str, str] = spec_field(
+        default_factory=dict,
+        note="exact label values; no wildcards; all entries must match",
+    )
 
 
 @dataclass(frozen=True, slots=True)

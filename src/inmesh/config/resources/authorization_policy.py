@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .._schema import Support, spec_field
-from ._security_types import PolicyTargetReference, WorkloadSelector
+from ._common import MatchLabelsSelector
+from ._security_types import PolicyTargetReference
 
 __all__ = [
     "Action",
@@ -180,7 +181,7 @@ class AuthorizationPolicySpec:
     """
 
     __istio_name__: ClassVar[str] = "AuthorizationPolicy"
-    selector: WorkloadSelector | None = spec_field(
+    selector: MatchLabelsSelector | None = spec_field(
         note="workloads in the policy's namespace; unset: all of them "
         "(the whole mesh in the root namespace)"
     )

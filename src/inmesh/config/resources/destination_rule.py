@@ -20,11 +20,10 @@ import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from .._schema import Reporter, Support, parse_message, spec_field
-from .._yaml import Path
-from ._common import Duration, PortSelector
+from .._schema import Support, spec_field
+from ._common import Duration, MatchLabelsSelector, PortSelector
 
 __all__ = [
     "BackendUtilizationLB",
@@ -33,7 +32,6 @@ __all__ = [
     "ConnectionPoolSettings",
     "ConsistentHashLB",
     "DestinationRuleSpec",
-    "DestinationRuleWorkloadSelector",
     "H2UpgradePolicy",
     "HTTPCookie",
     "HTTPCookieAttribute",
@@ -62,7 +60,9 @@ __all__ = [
 ]
 
 _HTTP2_ONLY = "inmesh speaks HTTP/1.1 to upstreams"
-_NOT_SHIPPED = "traffic policies are applied by the mesh transports, which this version does not ship yet"
+_NOT_SHIPPED = (
+    "traffic policies are applied by the mesh transports, which this version does not ship yet"
+)
 
 
 # ---------------------------------------------------------------------------
@@ -137,8 +137,12 @@ class TcpKeepalive:
 
     __istio_name__: ClassVar[str] = "TcpKeepalive"
     probes: int | None = spec_field(note="uint32; unset: the OS default (Linux: 9)")
-    time: Duration | None = spec_field(note="idle time before probing; unset: the OS default (Linux: 7200s)")
-    interval: Duration | None = spec_field(note="between probes; unset: the OS default (Linux: 75s)")
+    time: Duration | None = spec_field(
+        note="idle time before probing; unset: the OS default (Linux: 7200s)"
+    )
+    interval: Duration | None = spec_field(
+        note="between probes; unset: the OS default (Linux: 75s)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,9 +197,7 @@ class HTTPSettings:
     max_retries: int | None = spec_field(
         note="int32; concurrent retries to the destination; unset or 0: 2^32-1"
     )
-    idle_timeout: Duration | None = spec_field(
-        note="at least 1ms; unset: tcp.idleTimeout, else 1h"
-    )
+    idle_timeout: Duration | None = spec_field(note="at least 1ms; unset: tcp.idleTimeout, else 1h")
     h2_upgrade_policy: H2UpgradePolicy = spec_field(
         default=H2UpgradePolicy.DEFAULT,
         support=Support.NOT_YET,
@@ -247,9 +249,7 @@ class OutlierDetection:
         note="uint32; 502, 503, 504 and connection failures; unset or 0: disabled",
         istio_default=0,
     )
-    consecutive_5xx_errors: int | None = spec_field(
-        note="uint32; 0 disables it", istio_default=5
-    )
+    consecutive_5xx_errors: int | None = spec_field(note="uint32; 0 disables it", istio_default=5)
     interval: Duration | None = spec_field(
         note="at least 1ms; time between ejection sweeps", istio_default=Duration.of(10)
     )
@@ -345,7 +345,12 @@ class ConsistentHashLB:
         """Whether one of the hash keys is set."""
         return any(
             getattr(self, a) is not None
-            for a in ("http_header_name", "http_cookie", "use_source_ip", "http_query_parameter_name")
+            for a in (
+                "http_header_name",
+                "http_cookie",
+                "use_source_ip",
+                "http_query_parameter_name",
+            )
         )
 
 
@@ -501,7 +506,9 @@ class ClientTLSSettings:
     subject_alt_names: tuple[str, ...] = spec_field(
         default=(), note="unset: the ServiceEntry's subjectAltNames, else the request host"
     )
-    sni: str | None = spec_field(note="unset: the request host (ISTIO_MUTUAL: Istio's cluster name)")
+    sni: str | None = spec_field(
+        note="unset: the request host (ISTIO_MUTUAL: Istio's cluster name)"
+    )
     insecure_skip_verify: bool | None = spec_field(istio_default=False)
     ca_crl: str | None = spec_field(note="PEM file of revoked certificates")
 
@@ -587,9 +594,7 @@ class TrafficPolicy:
     @property
     def is_empty(self) -> bool:
         """No field set: Istio refuses such a policy."""
-        return all(
-            not getattr(self, f.name) for f in dataclasses.fields(self)
-        )
+        return all(not getattr(self, f.name) for f in dataclasses.fields(self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -604,30 +609,6 @@ class Subset:
     traffic_policy: TrafficPolicy | None = spec_field(
         note="each block set here replaces the same block of the rule's trafficPolicy"
     )
-
-
-@dataclass(frozen=True, slots=True)
-class DestinationRuleWorkloadSelector:
-    """``istio.type.v1beta1.WorkloadSelector``: ``matchLabels`` of the client workloads."""
-
-    __istio_name__: ClassVar[str] = "WorkloadSelector"
-    match_labels: Mapping[str, str] = spec_field(default_factory=dict)
-
-    @classmethod
-    def __inmesh_parse__(
-        cls, raw: Any, path: Path, rep: Reporter
-    ) -> DestinationRuleWorkloadSelector | None:
-        # ServiceEntry's selector is {labels: ...}; this one is {matchLabels: ...}.
-        # Say so, rather than "did you mean" a field of another message.
-        if isinstance(raw, dict) and "labels" in raw and "matchLabels" not in raw:
-            rep.error(
-                (*path, "labels"),
-                "unknown field 'labels' in WorkloadSelector",
-                "a DestinationRule's workloadSelector takes matchLabels: "
-                "workloadSelector: {matchLabels: {app: ...}}",
-            )
-            raw = {k: v for k, v in raw.items() if k != "labels"}
-        return parse_message(cls, raw, path, rep)
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,7 +628,7 @@ class DestinationRuleSpec:
         "yet; they are checked and recorded",
     )
     export_to: tuple[str, ...] = spec_field(default=(), note="unset: all namespaces")
-    workload_selector: DestinationRuleWorkloadSelector | None = spec_field(
+    workload_selector: MatchLabelsSelector | None = spec_field(
         note="applies the rule only to matching workloads in its namespace"
     )
 

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from .._schema import Reporter, Support, parse_message, spec_field
 from .._yaml import Path
-from ._security_types import WorkloadSelector
+from ._common import MatchLabelsSelector
 
 __all__ = [
     "MutualTLS",
@@ -142,7 +142,7 @@ class PeerAuthenticationSpec:
     """
 
     __istio_name__: ClassVar[str] = "PeerAuthentication"
-    selector: WorkloadSelector | None = spec_field(
+    selector: MatchLabelsSelector | None = spec_field(
         note="workloads in the policy's namespace; unset: the whole namespace "
         "(the whole mesh in the root namespace)"
     )

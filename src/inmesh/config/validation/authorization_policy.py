@@ -30,7 +30,6 @@ inmesh warns about ``from: []`` / ``to: []`` rather than refusing them.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -46,6 +45,7 @@ from ..resources.authorization_policy import (
     Rule,
     Source,
 )
+from ._common import ip_subnet_problem
 from .peer_authentication import DRY_RUN_ANNOTATION, check_workload_selector
 
 __all__ = ["validate_authorization_policy"]
@@ -59,7 +59,9 @@ _MAX_SERVICE_ACCOUNT_LEN = 320  # CheckServiceAccount, and (CRD) maxLength
 _MAX_TARGET_NAME_LEN = 253  # (CRD) maxLength
 
 # strconv.ParseBool, which checkDryRunAnnotation and the RBAC builder use
-_GO_BOOLS = frozenset({"1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False"})
+_GO_BOOLS = frozenset(
+    {"1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False"}
+)
 
 # validatePolicyTargetReference: (canonical group, kind); group "" means "core"
 _TARGET_KINDS = (
@@ -230,8 +232,7 @@ def _check_scope(spec: AuthorizationPolicySpec, rep: Reporter) -> None:
     if len(spec.target_refs) > _MAX_TARGET_REFS:  # (CRD) maxItems
         rep.error(
             ("spec", "targetRefs"),
-            f"{len(spec.target_refs)} targetRefs is more than the {_MAX_TARGET_REFS} Istio "
-            "allows",
+            f"{len(spec.target_refs)} targetRefs is more than the {_MAX_TARGET_REFS} Istio allows",
             "split the policy",
         )
     for i, ref in enumerate(spec.target_refs):
@@ -399,17 +400,14 @@ def _warn_empty_list(rep: Reporter, path: Path, what: str) -> None:
     name = path[-1]
     rep.warn(
         path,
-        f"an empty {name!s} list is read as no {name!s} at all, so this rule matches any "
-        f"{what}",
+        f"an empty {name!s} list is read as no {name!s} at all, so this rule matches any {what}",
         f"remove {name!s}, or list at least one {what}",
     )
 
 
 def _check_source(source: Source, path: Path, custom: bool, rep: Reporter) -> bool:
     """Check one ``source``; return whether it uses a field Istio can check on TCP."""
-    present = [
-        (attr, yaml, check) for attr, yaml, check in _SOURCE_FIELDS if getattr(source, attr)
-    ]
+    present = [(attr, yaml, check) for attr, yaml, check in _SOURCE_FIELDS if getattr(source, attr)]
     if not present:
         rep.error(
             path,
@@ -445,9 +443,7 @@ def _check_source(source: Source, path: Path, custom: bool, rep: Reporter) -> bo
 def _check_operation(operation: Operation, path: Path, rep: Reporter) -> bool:
     """Check one ``operation``; return whether it names ports (meaningful on TCP)."""
     present = [
-        (attr, yaml, check)
-        for attr, yaml, check in _OPERATION_FIELDS
-        if getattr(operation, attr)
+        (attr, yaml, check) for attr, yaml, check in _OPERATION_FIELDS if getattr(operation, attr)
     ]
     if not present:
         rep.error(
@@ -482,8 +478,7 @@ def _check_condition(condition: Condition, path: Path, custom: bool, rep: Report
         rep.error(
             kpath,
             f"condition key {key!r} cannot be used in a CUSTOM policy",
-            "move this condition to an ALLOW or DENY policy, or let the CUSTOM authorizer "
-            "check it",
+            "move this condition to an ALLOW or DENY policy, or let the CUSTOM authorizer check it",
         )
     if check == "jwt":
         _warn_once(
@@ -563,8 +558,7 @@ def _check_values(
         # CheckServiceAccount, and (CRD) maxItems
         rep.error(
             path,
-            f"{len(values)} service accounts is more than the {_MAX_SERVICE_ACCOUNTS} Istio "
-            "allows",
+            f"{len(values)} service accounts is more than the {_MAX_SERVICE_ACCOUNTS} Istio allows",
             "split them over several sources (from entries)",
         )
     if check == "jwt" and path[-1] in ("requestPrincipals", "notRequestPrincipals"):
@@ -587,7 +581,7 @@ def _check_values(
 
 def _check_value(check: str, value: str, path: Path, rep: Reporter) -> None:
     if check == "ip":
-        problem = _ip_problem(value)
+        problem = ip_subnet_problem(value)  # ValidateIPs
         if problem:
             rep.error(
                 path,
@@ -678,8 +672,7 @@ def _check_wildcard(value: str, path: Path, rep: Reporter, *, trust_domain: bool
         rep.error(
             path,
             f"trust domain {value!r} contains '/'",
-            "write only the trust domain, e.g. cluster.local; to match identities, use "
-            "principals",
+            "write only the trust domain, e.g. cluster.local; to match identities, use principals",
         )
 
 
@@ -750,29 +743,6 @@ def _warn_literal_star(value: str, path: Path, rep: Reporter, *, is_path: bool =
         _PATTERN_FIX + ("; paths can use the templates {*} and {**}" if is_path else ""),
     )
     return True
-
-
-def _ip_problem(text: str) -> str:
-    """``ValidateIPs`` with Go's netip rules: what ``text`` fails to be, or ''."""
-    if "/" not in text:
-        try:
-            ipaddress.ip_address(text)  # zones (fe80::1%eth0) allowed, as netip does
-        except ValueError:
-            return "an IP address or a CIDR block"
-        return ""
-    addr, _, bits = text.rpartition("/")
-    # netip.ParsePrefix: no zone, decimal prefix length without sign or leading zeros
-    if "%" in addr:
-        return "a valid CIDR block (a zone is not allowed in a CIDR block)"
-    try:
-        parsed = ipaddress.ip_address(addr)
-    except ValueError:
-        return "a valid CIDR block (bad address part)"
-    if not _DIGITS_RE.fullmatch(bits) or (len(bits) > 1 and bits[0] == "0"):
-        return "a valid CIDR block (bad prefix length)"
-    if len(bits) > 3 or int(bits) > parsed.max_prefixlen:
-        return f"a valid CIDR block (the prefix length is at most {parsed.max_prefixlen})"
-    return ""
 
 
 # ---------------------------------------------------------------------------

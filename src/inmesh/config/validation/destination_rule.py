@@ -24,10 +24,7 @@ them) are warnings too, and their comments say "inmesh hint".
 
 from __future__ import annotations
 
-import ipaddress
 import math
-import re
-from collections.abc import Mapping
 from typing import Any
 
 from .._schema import Reporter
@@ -51,7 +48,17 @@ from ..resources.destination_rule import (
     WarmupConfiguration,
     ZoneAwareLoadBalancerSetting,
 )
-from ._common import check_duration
+from ._common import (
+    check_duration,
+    check_export_to,
+    check_labels,
+    check_selector_label,
+    check_selector_size,
+    fqdn_problem,
+    is_dns1123_label,
+    is_ip,
+    wildcard_domain_problem,
+)
 
 __all__ = ["validate_destination_rule"]
 
@@ -62,7 +69,6 @@ _MAGLEV_TABLE_LIMIT = 5000011  # Istio: tableSize must be below it (and prime)
 _ENVOY_RING_SIZE_MAX = 8388608  # Envoy RingHashLbConfig.minimum_ring_size: lte 8M
 _MAX_PORT_LEVEL_SETTINGS = 4096  # (CRD) maxItems
 _MAX_SELECTOR_LABELS = 4096  # (CRD) maxProperties
-_MAX_SELECTOR_VALUE_LEN = 63  # (CRD) maxLength
 
 # Topology labels (istio/istio pilot/pkg/serviceregistry/util/label).
 _REGION = "topology.kubernetes.io/region"
@@ -71,19 +77,6 @@ _SUBZONE = "topology.istio.io/subzone"
 _TOPOLOGY = (_REGION, _ZONE, _SUBZONE)
 
 _CONFIGMAP_PREFIX = "configmap://"
-
-# Istio's name grammar (pkg/config/labels/instance.go): its DNS-1123 label
-# accepts upper case, unlike Kubernetes' own check.
-_LABEL = r"[A-Za-z0-9](?:[-A-Za-z0-9]*[A-Za-z0-9])?"
-_DNS_LABEL_RE = re.compile(_LABEL)
-_DNS_LABEL_MAX = 63
-_WILDCARD_LABEL_RE = re.compile(rf"\*|(?:\*|\*-)?{_LABEL}")
-_QUALIFIED = r"(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
-_LABEL_KEY_RE = re.compile(rf"(?:((?:{_LABEL})(?:\.{_LABEL})*)/)?({_QUALIFIED})")
-_LABEL_VALUE_RE = re.compile(rf"(?:{_QUALIFIED})?")
-_LABEL_KEY_PREFIX_MAX = 253
-_GO_INT_RE = re.compile(r"[+-]?[0-9]+")
-_INT64_MAX = 2**63 - 1
 
 
 class _Context:
@@ -110,7 +103,13 @@ def validate_destination_rule(resource: Any, rep: Reporter) -> None:
     if spec.traffic_policy is not None:
         _check_traffic_policy(spec.traffic_policy, ("spec", "trafficPolicy"), ctx, rep)
     _check_subsets(spec, ctx, rep)
-    _check_export_to(spec, namespace, rep)
+    check_export_to(
+        spec.export_to,
+        namespace,
+        rep,
+        kind="DestinationRule",
+        with_selector=spec.workload_selector is not None,
+    )
     _check_workload_selector(spec, rep)
 
 
@@ -119,7 +118,7 @@ def _check_host(host: str | None, rep: Reporter) -> None:
     path: Path = ("spec", "host")
     if host is None:
         return  # reported by the parser as required
-    problem = _wildcard_domain_problem(host)
+    problem = wildcard_domain_problem(host)
     if problem is not None:
         rep.error(
             path,
@@ -138,7 +137,7 @@ def _check_subsets(spec: DestinationRuleSpec, ctx: _Context, rep: Reporter) -> N
             # validateSubsetName
             if not name:
                 rep.error((*path, "name"), "subset name is empty", "name the subset, e.g. v1")
-            elif not _dns_label_ok(name):
+            elif not is_dns1123_label(name):
                 rep.error(
                     (*path, "name"),
                     f"subset name {name!r} is not a valid DNS-1123 label",
@@ -153,63 +152,9 @@ def _check_subsets(spec: DestinationRuleSpec, ctx: _Context, rep: Reporter) -> N
                 )
             else:
                 seen[name] = i
-        _check_labels(subset.labels, (*path, "labels"), rep)
+        check_labels(subset.labels, (*path, "labels"), rep)
         if subset.traffic_policy is not None:
             _check_traffic_policy(subset.traffic_policy, (*path, "trafficPolicy"), ctx, rep)
-
-
-def _check_export_to(spec: DestinationRuleSpec, namespace: str, rep: Reporter) -> None:
-    """``validateExportTo`` for a DestinationRule ('~' refused, selector rules)."""
-    values = spec.export_to
-    seen: set[str] = set()
-    for i, value in enumerate(values):
-        path: Path = ("spec", "exportTo", i)
-        key = namespace if value == "." else value
-        if key in seen:
-            if key != value or (value == namespace and "." in values):
-                rep.error(
-                    path,
-                    f"'.' and {namespace!r} both mean this DestinationRule's namespace",
-                    "keep one of them",
-                )
-            else:
-                rep.error(path, f"{value!r} is listed twice", "remove the duplicate")
-            continue
-        if value == "~":
-            rep.error(
-                path,
-                "exportTo '~' (no namespace) is only allowed for a ServiceEntry",
-                "use '.' to keep the rule in its own namespace",
-            )
-        elif value in (".", "*") or _dns_label_ok(key):
-            seen.add(key)
-        else:
-            rep.error(
-                path,
-                f"exportTo entry {value!r} is not '.', '*' or a namespace name",
-                "use '.' (this namespace), '*' (all namespaces) or namespace names",
-            )
-    if spec.workload_selector is not None and seen:
-        if namespace not in seen:
-            rep.error(
-                ("spec", "exportTo"),
-                "a DestinationRule with a workloadSelector cannot be exported beyond its "
-                "own namespace",
-                "set exportTo: ['.'] or remove exportTo",
-            )
-        elif len(seen) > 1:
-            rep.error(
-                ("spec", "exportTo"),
-                "a DestinationRule with a workloadSelector can only be exported to its own "
-                "namespace, so exportTo can have just one entry",
-                "set exportTo: ['.']",
-            )
-    if "*" in seen and len(values) > 1:
-        rep.error(
-            ("spec", "exportTo"),
-            "'*' exports to all namespaces and cannot be combined with other entries",
-            "keep just '*', or list the namespaces",
-        )
 
 
 def _check_workload_selector(spec: DestinationRuleSpec, rep: Reporter) -> None:
@@ -225,29 +170,9 @@ def _check_workload_selector(spec: DestinationRuleSpec, rep: Reporter) -> None:
             "workloadSelector has no labels, so it selects every workload in the namespace",
             "add matchLabels naming the client workloads, or remove workloadSelector",
         )
-    if len(labels) > _MAX_SELECTOR_LABELS:  # (CRD) maxProperties
-        rep.error(
-            path,
-            f"{len(labels)} labels is more than the {_MAX_SELECTOR_LABELS} Istio allows",
-            "select on fewer labels",
-        )
+    check_selector_size(labels, path, rep, _MAX_SELECTOR_LABELS)
     for key, value in labels.items():
-        lpath: Path = (*path, key)
-        if not key:
-            rep.error(lpath, "a selector label key is empty", "remove it or name the label")
-        if "*" in key or "*" in value:
-            rep.error(
-                lpath,
-                f"wildcards are not supported in selectors: {key}={value}",
-                "match exact label values",
-            )
-        if len(value) > _MAX_SELECTOR_VALUE_LEN:  # (CRD) maxLength
-            rep.error(
-                lpath,
-                f"label value is {len(value)} characters long; Istio allows at most "
-                f"{_MAX_SELECTOR_VALUE_LEN}",
-                "use a shorter label value",
-            )
+        check_selector_label(key, value, (*path, key), rep)
 
 
 # ---------------------------------------------------------------------------
@@ -329,8 +254,7 @@ def _check_port_level_settings(
                 # inmesh hint: Istio takes it, but no destination port matches it.
                 rep.warn(
                     ppath,
-                    f"port {number} never matches a destination port, so this entry has "
-                    "no effect",
+                    f"port {number} never matches a destination port, so this entry has no effect",
                     "use the port number of the destination service (1-65535)",
                 )
             elif number in first:
@@ -376,11 +300,11 @@ def _check_tunnel(tunnel: TunnelSettings, path: Path, rep: Reporter) -> None:
             "use CONNECT or POST (in upper case), or leave it unset for CONNECT",
         )
     host = tunnel.target_host
-    if host is not None and not _is_ip(host) and _fqdn_problem(host) is not None:
+    if host is not None and not is_ip(host) and fqdn_problem(host) is not None:
         rep.error(
             (*path, "targetHost"),
             f"tunnel targetHost {host!r} is neither an FQDN nor an IP address: "
-            f"{_fqdn_problem(host)}",
+            f"{fqdn_problem(host)}",
             "write the host to tunnel to, e.g. proxy.example.com or 10.0.0.1",
         )
     port = tunnel.target_port
@@ -400,9 +324,7 @@ def _check_retry_budget(budget: RetryBudget, path: Path, rep: Reporter) -> None:
             "give the share of active requests that may be retries, e.g. 20",
         )
     if budget.min_retry_concurrency is not None:
-        _in_range(
-            budget.min_retry_concurrency, 0, _UINT32_MAX, (*path, "minRetryConcurrency"), rep
-        )
+        _in_range(budget.min_retry_concurrency, 0, _UINT32_MAX, (*path, "minRetryConcurrency"), rep)
     interval = budget.budget_interval
     if interval is not None and interval.seconds < 0:
         # inmesh hint: Istio passes it to Envoy, which refuses negative durations.
@@ -420,7 +342,9 @@ def _check_retry_budget(budget: RetryBudget, path: Path, rep: Reporter) -> None:
 def _check_outlier_detection(od: OutlierDetection, path: Path, rep: Reporter) -> None:
     """``validateOutlierDetection`` plus the CRD integer ranges."""
     if od.base_ejection_time is not None:
-        check_duration(od.base_ejection_time, (*path, "baseEjectionTime"), rep, what="baseEjectionTime")
+        check_duration(
+            od.base_ejection_time, (*path, "baseEjectionTime"), rep, what="baseEjectionTime"
+        )
     if od.interval is not None:
         check_duration(od.interval, (*path, "interval"), rep, what="interval")
     # consecutiveErrors: the parser warns that it is deprecated (Istio does too).
@@ -440,8 +364,7 @@ def _check_outlier_detection(od: OutlierDetection, path: Path, rep: Reporter) ->
             (*path, "consecutiveLocalOriginFailures"),
             "consecutiveLocalOriginFailures is set, but splitExternalLocalOriginErrors is "
             "false, so local-origin failures are not counted apart",
-            "set splitExternalLocalOriginErrors: true, or remove "
-            "consecutiveLocalOriginFailures",
+            "set splitExternalLocalOriginErrors: true, or remove consecutiveLocalOriginFailures",
         )
     for attr, yaml_name in (
         ("max_ejection_percent", "maxEjectionPercent"),
@@ -510,7 +433,10 @@ def _check_connection_pool(pool: ConnectionPoolSettings, path: Path, rep: Report
         keepalive = http.http2_keep_alive
         if keepalive is not None:
             kpath: Path = (*hpath, "http2KeepAlive")
-            for value, yaml_name in ((keepalive.interval, "interval"), (keepalive.timeout, "timeout")):
+            for value, yaml_name in (
+                (keepalive.interval, "interval"),
+                (keepalive.timeout, "timeout"),
+            ):
                 if value is None:
                     rep.error(
                         (*kpath, yaml_name),
@@ -650,7 +576,9 @@ def _check_consistent_hash(ch: ConsistentHashLB, path: Path, rep: Reporter) -> N
             if attr.name is None:
                 continue  # reported by the parser as required
             if not attr.name:
-                rep.error(apath, "cookie attribute name is empty", "name the attribute, e.g. SameSite")
+                rep.error(
+                    apath, "cookie attribute name is empty", "name the attribute, e.g. SameSite"
+                )
             elif attr.name in names:
                 rep.error(
                     apath,
@@ -777,8 +705,7 @@ def _check_locality(
                 rep.error(
                     (*path, "failoverPriority", i),
                     f"failoverPriority cannot use {label!r} together with failover",
-                    "remove the region/zone/subzone labels from failoverPriority, or drop "
-                    "failover",
+                    "remove the region/zone/subzone labels from failoverPriority, or drop failover",
                 )
                 return
     if lb.distribute and lb.failover_priority:
@@ -1022,8 +949,7 @@ def _check_tls(tls: ClientTLSSettings, path: Path, ctx: _Context, rep: Reporter)
                 (*path, "credentialName"),
                 "credentialName is used by sidecars only when the DestinationRule has a "
                 "workloadSelector; otherwise only gateways use it",
-                "add a workloadSelector, or use clientCertificate, privateKey and "
-                "caCertificates",
+                "add a workloadSelector, or use clientCertificate, privateKey and caCertificates",
             )
         return
     if mode is TLSMode.MUTUAL:
@@ -1099,105 +1025,6 @@ def _check_cel_duration(d: Duration, path: Path, rep: Reporter) -> None:
     """(CRD) ``duration(self) >= duration('1ms')``, without Istio's precision rule."""
     if d.seconds < 0.001 - 1e-12:
         rep.error(path, f"{path[-1]} {d} is too short", "use at least 1ms")
-
-
-def _dns_label_ok(value: str) -> bool:
-    """Istio's ``labels.IsDNS1123Label`` (upper case allowed)."""
-    return len(value) <= _DNS_LABEL_MAX and _DNS_LABEL_RE.fullmatch(value) is not None
-
-
-def _check_labels(labels: Mapping[str, str], path: Path, rep: Reporter) -> None:
-    """Istio's ``labels.Instance.Validate``: Kubernetes-style keys; values of any length."""
-    for key, value in labels.items():
-        lpath: Path = (*path, key)
-        match = _LABEL_KEY_RE.fullmatch(key)
-        why = ""
-        if match is None:
-            why = "is empty" if not key else "is not [prefix/]name of letters, digits, '-', '_', '.'"
-        elif len(match.group(2)) > _DNS_LABEL_MAX:
-            why = f"has a name part of {len(match.group(2))} characters (at most 63)"
-        elif match.group(1) is not None and len(match.group(1)) > _LABEL_KEY_PREFIX_MAX:
-            why = f"has a prefix of {len(match.group(1))} characters (at most 253)"
-        if why:
-            rep.error(
-                lpath,
-                f"label key {key!r} {why}",
-                "use [prefix/]name: a name of at most 63 letters, digits, '-', '_' and '.' "
-                "starting and ending with a letter or digit, and an optional DNS-name prefix",
-            )
-        if not _LABEL_VALUE_RE.fullmatch(value):
-            rep.error(
-                lpath,
-                f"label value {value!r} is not valid",
-                "use letters, digits, '-', '_' and '.', starting and ending with a letter "
-                "or digit (or leave it empty)",
-            )
-
-
-def _label_problem(label: str) -> str:
-    if not label:
-        return "it has an empty label (a leading dot or two dots in a row)"
-    if "*" in label:
-        return "a wildcard may only start the host, as in *.example.com"
-    if len(label) > _DNS_LABEL_MAX:
-        return f"label {label[:16]}... is longer than {_DNS_LABEL_MAX} characters"
-    return (
-        f"label {label!r} may only hold letters, digits and '-', and must start and end "
-        "with a letter or digit"
-    )
-
-
-def _labels_problem(domain: str) -> str | None:
-    """``ValidateDNS1123Labels``: labels, a non-numeric last label, a trailing dot allowed."""
-    parts = domain.split(".")
-    tld = parts[-1]
-    if _GO_INT_RE.fullmatch(tld) and abs(int(tld)) <= _INT64_MAX:  # Go's strconv.Atoi
-        return f"its last label {tld!r} is all digits"
-    for i, label in enumerate(parts):
-        if i == len(parts) - 1 and not label:
-            return None
-        if not _dns_label_ok(label):
-            return _label_problem(label)
-    return None
-
-
-def _length_problem(name: str) -> str | None:
-    """``CheckDNS1123Preconditions``."""
-    if not name:
-        return "it is empty"
-    if len(name) > 255:
-        return f"it is {len(name)} characters long (at most 255)"
-    return None
-
-
-def _wildcard_domain_problem(host: str) -> str | None:
-    """``ValidateWildcardDomain``: why ``host`` is not a (wildcard) domain, or None."""
-    problem = _length_problem(host)
-    if problem is not None:
-        return problem
-    first, dot, rest = host.partition(".")
-    if len(first) > _DNS_LABEL_MAX or not _WILDCARD_LABEL_RE.fullmatch(first):
-        if "*" in first:
-            return "a wildcard must be the whole first label or start it, as in *.example.com"
-        return _label_problem(first)
-    return _labels_problem(rest) if dot else None
-
-
-def _fqdn_problem(name: str) -> str | None:
-    """``ValidateFQDN``: why ``name`` is not a DNS name, or None."""
-    problem = _length_problem(name)
-    if problem is not None:
-        return problem
-    return _labels_problem(name)
-
-
-def _is_ip(text: str) -> bool:
-    """``agent.ValidateIPAddress`` (Go's ``netip.ParseAddr``)."""
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _is_prime(x: int) -> bool:

@@ -19,27 +19,20 @@ shared with AuthorizationPolicy.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from .._schema import Reporter
 from .._yaml import Path
-from ..resources._security_types import WorkloadSelector
+from ..resources._common import MatchLabelsSelector
 from ..resources.peer_authentication import PeerAuthenticationSpec
+from ._common import check_selector_label, check_selector_size, is_k8s_label
 
 __all__ = ["DRY_RUN_ANNOTATION", "check_workload_selector", "validate_peer_authentication"]
 
 DRY_RUN_ANNOTATION = "istio.io/dry-run"
 
 _MAX_SELECTOR_LABELS = 4096  # (CRD) maxProperties
-_MAX_SELECTOR_VALUE_LEN = 63  # (CRD) map-value MaxLength
-
-# Kubernetes label syntax, for the inmesh hint below (Istio does not check it).
-_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
-_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-_LABEL_KEY_RE = re.compile(rf"(?:{_DNS_LABEL}(?:\.{_DNS_LABEL})*/)?{_NAME}")
-_LABEL_VALUE_RE = re.compile(rf"(?:{_NAME})?")
 
 
 def validate_peer_authentication(resource: Any, rep: Reporter) -> None:
@@ -52,8 +45,7 @@ def validate_peer_authentication(resource: Any, rep: Reporter) -> None:
         rep.error(
             ("metadata", "annotations", DRY_RUN_ANNOTATION),
             f"PeerAuthentication does not support the {DRY_RUN_ANNOTATION} annotation",
-            "remove the annotation; to try a stricter mode first, use PERMISSIVE "
-            "before STRICT",
+            "remove the annotation; to try a stricter mode first, use PERMISSIVE before STRICT",
         )
 
     check_workload_selector(spec.selector, ("spec", "selector"), rep)
@@ -89,7 +81,7 @@ def validate_peer_authentication(resource: Any, rep: Reporter) -> None:
 
 
 def check_workload_selector(
-    selector: WorkloadSelector | None, path: Path, rep: Reporter
+    selector: MatchLabelsSelector | None, path: Path, rep: Reporter
 ) -> None:
     """Istio's ``validateWorkloadSelector`` plus the CRD rules for ``matchLabels``."""
     if selector is None:
@@ -102,44 +94,17 @@ def check_workload_selector(
             path,
             "the selector has no matchLabels, so it selects every workload in the "
             "namespace, as if it were not set",
-            "add matchLabels, or remove the selector to make the policy namespace-wide "
-            "on purpose",
+            "add matchLabels, or remove the selector to make the policy namespace-wide on purpose",
         )
         return
-    if len(labels) > _MAX_SELECTOR_LABELS:  # (CRD) maxProperties
-        rep.error(
-            lpath,
-            f"{len(labels)} labels is more than the {_MAX_SELECTOR_LABELS} Istio allows",
-            "select on the few labels that identify the workload",
-        )
+    check_selector_size(labels, lpath, rep, _MAX_SELECTOR_LABELS)
     for key, value in labels.items():
         kpath: Path = (*lpath, key)
-        bad = False
-        if not key:
-            bad = True
-            rep.error(kpath, "a selector label key must not be empty", "name the label")
-        if "*" in key or "*" in value:
-            bad = True
-            rep.error(
-                kpath,
-                f"wildcard in selector label {key}={value}: selectors match exact values only",
-                "write the exact label value; to select every workload, remove the selector",
-            )
-        if len(value) > _MAX_SELECTOR_VALUE_LEN:  # (CRD) map-value MaxLength=63
-            bad = True
-            rep.error(
-                kpath,
-                f"selector label value is {len(value)} characters long; Istio allows at "
-                f"most {_MAX_SELECTOR_VALUE_LEN}",
-                "use the label value the workload carries (label values are at most 63 "
-                "characters)",
-            )
-        if not bad and not (_LABEL_KEY_RE.fullmatch(key) and _LABEL_VALUE_RE.fullmatch(value)):
+        if check_selector_label(key, value, kpath, rep) and not is_k8s_label(key, value):
             # inmesh hint: Istio accepts it, but no workload can carry such a label.
             rep.warn(
                 kpath,
                 f"{key}={value} is not a valid Kubernetes label, so no workload carries it "
                 "and the selector matches nothing",
-                "use letters, digits, '-', '_' and '.' (keys may have a DNS-name prefix "
-                "and '/')",
+                "use letters, digits, '-', '_' and '.' (keys may have a DNS-name prefix and '/')",
             )

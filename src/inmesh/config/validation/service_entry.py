@@ -24,8 +24,6 @@ too, and their comments say "inmesh hint".
 from __future__ import annotations
 
 import difflib
-import ipaddress
-import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -39,6 +37,18 @@ from ..resources.service_entry import (
     ServicePort,
     WorkloadEntrySpec,
 )
+from ._common import (
+    check_export_to,
+    check_labels,
+    check_selector_label,
+    check_selector_size,
+    fqdn_problem,
+    ip_subnet_problem,
+    is_ip,
+    is_k8s_dns1123_subdomain,
+    is_port_name,
+    wildcard_domain_problem,
+)
 
 __all__ = ["validate_service_entry", "validate_workload_entry"]
 
@@ -49,7 +59,6 @@ _MAX_ADDRESS_LEN = 64
 _MAX_PORTS = 256
 _MAX_ENDPOINTS = 4096
 _MAX_SELECTOR_LABELS = 256
-_MAX_SELECTOR_VALUE_LEN = 63
 _MAX_WE_ADDRESS_LEN = 256
 _MAX_WE_PORTS = 128
 _MAX_WE_PORT_NAME_LEN = 62  # CEL: size(key) < 63
@@ -58,24 +67,6 @@ _MAX_WE_NETWORK_LEN = 2048
 _MAX_WE_LOCALITY_LEN = 2048
 _MAX_WE_SERVICE_ACCOUNT_LEN = 253
 _UINT32_MAX = 2**32 - 1
-
-# -- Istio's name grammar (pkg/config/labels/instance.go) -----------------------
-# Istio's DNS-1123 label accepts upper case, unlike Kubernetes' own check.
-_LABEL = r"[A-Za-z0-9](?:[-A-Za-z0-9]*[A-Za-z0-9])?"
-_DNS_LABEL_RE = re.compile(_LABEL)
-_DNS_LABEL_MAX = 63
-# first label of a host: '*', or a label optionally after '*' or '*-'
-_WILDCARD_LABEL_RE = re.compile(rf"\*|(?:\*|\*-)?{_LABEL}")
-_QUALIFIED = r"(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
-_LABEL_KEY_RE = re.compile(rf"(?:((?:{_LABEL})(?:\.{_LABEL})*)/)?({_QUALIFIED})")
-_LABEL_VALUE_RE = re.compile(rf"(?:{_QUALIFIED})?")
-_LABEL_KEY_PREFIX_MAX = 253
-_LABEL_KEY_NAME_MAX = 63
-_GO_INT_RE = re.compile(r"[+-]?[0-9]+")
-_INT64_MAX = 2**63 - 1
-# a Kubernetes ServiceAccount name (DNS-1123 subdomain, lower case)
-_K8S_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
-_K8S_SUBDOMAIN_RE = re.compile(rf"{_K8S_LABEL}(?:\.{_K8S_LABEL})*")
 
 _UNIX_PREFIX = "unix://"
 _AUTOALLOCATE_LABEL = "networking.istio.io/enable-autoallocate-ip"
@@ -131,7 +122,7 @@ def validate_service_entry(resource: Any, rep: Reporter) -> None:
         _check_resolution_dynamic_dns(spec, labels, rep)
 
     _check_multiple_hosts(spec, rep)
-    _check_export_to(spec.export_to, namespace, rep)
+    check_export_to(spec.export_to, namespace, rep, kind="ServiceEntry", service_entry=True)
     for i, san in enumerate(spec.subject_alt_names):
         if not san.strip():  # inmesh hint: Istio passes it through to Envoy
             rep.warn(
@@ -167,7 +158,7 @@ def _check_hosts(spec: ServiceEntrySpec, namespace: str, rep: Reporter) -> set[i
                 "name the hosts, or use a wildcard domain such as *.example.com",
             )
             continue
-        problem = _wildcard_domain_problem(host)
+        problem = wildcard_domain_problem(host)
         if problem is not None:
             bad.add(i)
             rep.error(
@@ -219,7 +210,7 @@ def _check_addresses(spec: ServiceEntrySpec, rep: Reporter) -> None:
                 "write an IP address or a CIDR block",
             )
             continue
-        problem = _subnet_problem(address)
+        problem = ip_subnet_problem(address)
         if problem is not None:
             rep.error(
                 path,
@@ -267,7 +258,7 @@ def _check_ports(
         else:
             names_seen[name] = i
             by_name[name] = port
-        if not _port_name_ok(name):
+        if not is_port_name(name):
             rep.error(
                 (*path, "name"),
                 f"port name {name!r} is not a valid DNS-1123 label"
@@ -342,28 +333,9 @@ def _check_selector(spec: ServiceEntrySpec, rep: Reporter) -> None:
             "workloadSelector, not both",
         )
     labels = selector.labels
-    if len(labels) > _MAX_SELECTOR_LABELS:  # (CRD) maxProperties
-        rep.error(
-            (*path, "labels"),
-            f"{len(labels)} labels is more than the {_MAX_SELECTOR_LABELS} Istio allows",
-            "select on fewer labels",
-        )
+    check_selector_size(labels, (*path, "labels"), rep, _MAX_SELECTOR_LABELS)
     for key, value in labels.items():
-        lpath: Path = (*path, "labels", key)
-        if not key:
-            rep.error(lpath, "empty label key in workloadSelector", "name the label to match")
-        if "*" in key or "*" in value:
-            rep.error(
-                lpath,
-                f"wildcard in workloadSelector label {key}={value}: selectors match exact values",
-                "write the exact label value the workloads carry",
-            )
-        if len(value) > _MAX_SELECTOR_VALUE_LEN:  # (CRD) maxLength
-            rep.error(
-                lpath,
-                f"label value is longer than {_MAX_SELECTOR_VALUE_LEN} characters",
-                "Kubernetes label values are at most 63 characters",
-            )
+        check_selector_label(key, value, (*path, "labels", key), rep)
     if not labels:
         rep.warn(
             path,
@@ -409,7 +381,7 @@ def _check_resolution_dns(
         for i, host in enumerate(spec.hosts):
             if i in bad_hosts:
                 continue
-            problem = _fqdn_problem(host)
+            problem = fqdn_problem(host)
             if problem is not None:
                 rep.error(
                     ("spec", "hosts", i),
@@ -510,45 +482,6 @@ def _check_multiple_hosts(spec: ServiceEntrySpec, rep: Reporter) -> None:
         return
 
 
-def _check_export_to(values: tuple[str, ...], namespace: str, rep: Reporter) -> None:
-    """Istio's ``validateExportTo`` for a ServiceEntry ('~' allowed)."""
-    seen: set[str] = set()
-    for i, value in enumerate(values):
-        path: Path = ("spec", "exportTo", i)
-        key = namespace if value == "." else value
-        if key in seen:
-            if key != value or (value == namespace and "." in values):
-                rep.error(
-                    path,
-                    f"'.' and {namespace!r} both mean this ServiceEntry's namespace",
-                    "keep one of them",
-                )
-            else:
-                rep.error(path, f"{value!r} is listed twice", "remove the duplicate")
-            continue
-        if value in (".", "*", "~") or _dns_label_ok(value):
-            seen.add(key)
-        else:
-            rep.error(
-                path,
-                f"exportTo entry {value!r} is not '.', '*', '~' or a namespace name",
-                "use '.' (this namespace), '*' (all namespaces), '~' (no namespace) or "
-                "namespace names",
-            )
-    if "*" in seen and len(values) > 1:
-        rep.error(
-            ("spec", "exportTo"),
-            "'*' exports to all namespaces and cannot be combined with other entries",
-            "keep just '*', or list the namespaces",
-        )
-    if "~" in seen and len(values) > 1:
-        rep.error(
-            ("spec", "exportTo"),
-            "'~' exports to no namespace and cannot be combined with other entries",
-            "keep just '~', or list the namespaces",
-        )
-
-
 # ---------------------------------------------------------------------------
 # WorkloadEntry (standalone and inline)
 
@@ -571,7 +504,13 @@ def _check_workload(
     """One workload; ``ports`` are the ServiceEntry's ports by name (None for a WorkloadEntry)."""
     _check_workload_address(we, path, rep, mode=mode, ports=ports, resolution=resolution)
     _check_workload_ports(we, path, rep, ports)
-    _check_labels(we.labels, (*path, "labels"), rep)
+    if len(we.labels) > _MAX_WE_LABELS:  # (CRD) maxProperties
+        rep.error(
+            (*path, "labels"),
+            f"{len(we.labels)} labels is more than the {_MAX_WE_LABELS} Istio allows",
+            "keep the labels that subsets and selectors use",
+        )
+    check_labels(we.labels, (*path, "labels"), rep)
     for attr, yaml_name, limit in (
         ("network", "network", _MAX_WE_NETWORK_LEN),
         ("locality", "locality", _MAX_WE_LOCALITY_LEN),
@@ -586,7 +525,7 @@ def _check_workload(
             )
     account = we.service_account
     too_long = account is not None and len(account) > _MAX_WE_SERVICE_ACCOUNT_LEN
-    if account and not too_long and not _K8S_SUBDOMAIN_RE.fullmatch(account):
+    if account and not too_long and not is_k8s_dns1123_subdomain(account):
         # inmesh hint: Istio does not check it, but the workload identity
         # spiffe://<td>/ns/<ns>/sa/<account> needs a Kubernetes-style name.
         rep.warn(
@@ -672,7 +611,7 @@ def _check_workload_address(
                 "declare a single port on this ServiceEntry",
             )
         return
-    if _is_ip(addr):
+    if is_ip(addr):
         return
     if mode == "static":
         rep.error(
@@ -683,7 +622,7 @@ def _check_workload_address(
             "hostnames",
         )
         return
-    problem = _fqdn_problem(addr)
+    problem = fqdn_problem(addr)
     if problem is not None:
         rep.error(
             apath,
@@ -713,7 +652,7 @@ def _check_workload_ports(
                 f"port; the declared names are: {declared}",
             )
         # ValidatePortName allows 63 characters, the CRD rule (size(key) < 63) 62.
-        if not _port_name_ok(name) or len(name) > _MAX_WE_PORT_NAME_LEN:
+        if not is_port_name(name) or len(name) > _MAX_WE_PORT_NAME_LEN:
             why = (
                 f"is {len(name)} characters long"
                 if len(name) > _MAX_WE_PORT_NAME_LEN
@@ -729,136 +668,8 @@ def _check_workload_ports(
             rep.error(ppath, f"port {number} is out of range", "use a port from 1 to 65535")
 
 
-def _check_labels(labels: Mapping[str, str], path: Path, rep: Reporter) -> None:
-    """Istio's ``labels.Instance.Validate``: Kubernetes-style keys, values of any length."""
-    if len(labels) > _MAX_WE_LABELS:  # (CRD) maxProperties
-        rep.error(
-            path,
-            f"{len(labels)} labels is more than the {_MAX_WE_LABELS} Istio allows",
-            "keep the labels that subsets and selectors use",
-        )
-    for key, value in labels.items():
-        lpath: Path = (*path, key)
-        match = _LABEL_KEY_RE.fullmatch(key)
-        why = ""
-        if match is None:
-            why = "is not [prefix/]name" if key.count("/") > 1 else "has characters not allowed"
-        elif len(match.group(2)) > _LABEL_KEY_NAME_MAX:
-            why = f"has a name part of {len(match.group(2))} characters (at most 63)"
-        elif match.group(1) is not None and len(match.group(1)) > _LABEL_KEY_PREFIX_MAX:
-            why = f"has a prefix of {len(match.group(1))} characters (at most 253)"
-        if why:
-            rep.error(
-                lpath,
-                f"label key {key!r} {why}" if key else "label key is empty",
-                "use [prefix/]name: a name of at most 63 letters, digits, '-', '_' and '.' "
-                "starting and ending with a letter or digit, and an optional DNS-name prefix",
-            )
-        if not _LABEL_VALUE_RE.fullmatch(value):
-            rep.error(
-                lpath,
-                f"label value {value!r} is not valid",
-                "use letters, digits, '-', '_' and '.', starting and ending with a letter "
-                "or digit (or leave it empty)",
-            )
-
-
 # ---------------------------------------------------------------------------
-# Name and address grammar
-
-
-def _dns_label_ok(value: str) -> bool:
-    """Istio's ``labels.IsDNS1123Label`` (upper case allowed)."""
-    return len(value) <= _DNS_LABEL_MAX and _DNS_LABEL_RE.fullmatch(value) is not None
-
-
-def _port_name_ok(name: str) -> bool:
-    """Istio's ``ValidatePortName``."""
-    return _dns_label_ok(name)
-
-
-def _label_problem(label: str) -> str:
-    if not label:
-        return "it has an empty label (a leading dot or two dots in a row)"
-    if "*" in label:
-        return "a wildcard may only start the host, as in *.example.com"
-    if len(label) > _DNS_LABEL_MAX:
-        return f"label {label[:16]}... is longer than {_DNS_LABEL_MAX} characters"
-    return (
-        f"label {label!r} may only hold letters, digits and '-', and must start and end "
-        "with a letter or digit"
-    )
-
-
-def _length_problem(name: str) -> str | None:
-    """``CheckDNS1123Preconditions``."""
-    if not name:
-        return "it is empty"
-    if len(name) > 255:
-        return f"it is {len(name)} characters long (at most 255)"
-    return None
-
-
-def _labels_problem(domain: str) -> str | None:
-    """``ValidateDNS1123Labels``: labels, a non-numeric last label, a trailing dot allowed."""
-    parts = domain.split(".")
-    tld = parts[-1]
-    # Go's strconv.Atoi: digits with an optional sign, within int64.
-    if _GO_INT_RE.fullmatch(tld) and abs(int(tld)) <= _INT64_MAX:
-        return f"its last label {tld!r} is all digits"
-    for i, label in enumerate(parts):
-        if i == len(parts) - 1 and not label:
-            return None
-        if not _dns_label_ok(label):
-            return _label_problem(label)
-    return None
-
-
-def _wildcard_domain_problem(host: str) -> str | None:
-    """``ValidateWildcardDomain``: why ``host`` is not a (wildcard) domain, or None."""
-    problem = _length_problem(host)
-    if problem is not None:
-        return problem
-    first, dot, rest = host.partition(".")
-    if len(first) > _DNS_LABEL_MAX or not _WILDCARD_LABEL_RE.fullmatch(first):
-        if "*" in first:
-            return "a wildcard must be the whole first label or start it, as in *.example.com"
-        return _label_problem(first)
-    return _labels_problem(rest) if dot else None
-
-
-def _fqdn_problem(name: str) -> str | None:
-    """``ValidateFQDN``: why ``name`` is not a resolvable DNS name, or None."""
-    problem = _length_problem(name)
-    if problem is not None:
-        return problem
-    if "*" in name:
-        return "a wildcard cannot be resolved"
-    return _labels_problem(name)
-
-
-def _is_ip(text: str) -> bool:
-    """Go's ``netip.ParseAddr`` (IPv4 without leading zeros, IPv6 with an optional zone)."""
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _subnet_problem(text: str) -> str | None:
-    """``ValidateIPSubnet``: what ``text`` fails to be, or None."""
-    if text.count("/") != 1:
-        return None if _is_ip(text) else "an IP address or a CIDR block"
-    addr, _, bits = text.partition("/")
-    # netip.ParsePrefix: no zone, decimal bits without a sign or leading zeros.
-    if "%" in addr or not _is_ip(addr):
-        return "a valid CIDR block (bad address part)"
-    if not (bits.isascii() and bits.isdigit()) or (len(bits) > 1 and bits[0] == "0"):
-        return "a valid CIDR block (bad prefix length)"
-    if int(bits) > ipaddress.ip_address(addr).max_prefixlen:
-        return "a valid CIDR block (prefix length too long)"
-    return None
+# Addresses
 
 
 def _unix_problem(socket_path: str) -> str | None:

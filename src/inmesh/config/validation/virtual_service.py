@@ -30,7 +30,6 @@ regexes or methods.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -55,18 +54,23 @@ from ..resources.virtual_service import (
     TLSRoute,
     VirtualServiceSpec,
 )
-from ._common import check_duration, check_regex, is_ip
+from ._common import (
+    check_duration,
+    check_export_to,
+    check_labels,
+    check_port,
+    check_regex,
+    fqdn_problem,
+    go_atoi,
+    ip_subnet_problem,
+    is_dns1123_label,
+    is_ip,
+    wildcard_domain_problem,
+)
 
 __all__ = ["validate_virtual_service"]
 
-# -- names and grammar (pkg/config/labels/instance.go: upper case is allowed) ---
-_LABEL = r"[A-Za-z0-9](?:[-A-Za-z0-9]*[A-Za-z0-9])?"
-_DNS_LABEL_RE = re.compile(_LABEL)
-_WILDCARD_LABEL_RE = re.compile(rf"\*|(?:\*|\*-)?{_LABEL}")
-_QUALIFIED = r"(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
-_LABEL_KEY_RE = re.compile(rf"(?:({_LABEL}(?:\.{_LABEL})*)/)?({_QUALIFIED})")
-_LABEL_VALUE_RE = re.compile(rf"(?:{_QUALIFIED})?")
-_GO_INT_RE = re.compile(r"[+-]?[0-9]+")
+# -- header grammar -------------------------------------------------------------
 _HEADER_NAME_RE = re.compile(r"[-!#$%&'*+.^_`|~A-Za-z0-9]+")  # RFC 7230 tchar
 _BAD_HEADER_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _PSEUDO_HEADERS = frozenset({":method", ":scheme", ":authority", ":path", ":status"})
@@ -157,7 +161,7 @@ def validate_virtual_service(resource: Any, rep: Reporter) -> None:
         _check_tls_route(tls, ("spec", "tls", i), spec, to_gateway, gw_semantics, rep)
     for i, tcp in enumerate(spec.tcp):
         _check_tcp_route(tcp, ("spec", "tcp", i), gw_semantics, rep)
-    _check_export_to(spec.export_to, namespace, rep)
+    check_export_to(spec.export_to, namespace, rep, kind="VirtualService")
     _check_unreachable_http(spec.http, rep)
     _check_unreachable_l4(spec.tls, "tls", rep)
     _check_unreachable_l4(spec.tcp, "tcp", rep)
@@ -182,34 +186,6 @@ def _check_annotations(annotations: Mapping[str, str], rep: Reporter) -> bool:
 # Names: hosts, gateways, labels, subnets
 
 
-def _dns_labels_problem(domain: str) -> str | None:
-    """``agent.ValidateDNS1123Labels``."""
-    parts = domain.split(".")
-    tld = parts[-1]
-    if _GO_INT_RE.fullmatch(tld) and abs(int(tld)) < 2**63:
-        return f"the top-level domain {tld!r} is all digits"
-    for i, label in enumerate(parts):
-        if i == len(parts) - 1 and not label:
-            return None  # a trailing dot: an absolute name
-        if len(label) > 63 or not _DNS_LABEL_RE.fullmatch(label):
-            return f"label {label!r} is not a DNS label" if label else "it has an empty label"
-    return None
-
-
-def _domain_problem(domain: str, *, wildcard: bool = True) -> str | None:
-    """``agent.ValidateWildcardDomain`` (or ``ValidateFQDN`` when not ``wildcard``)."""
-    if not domain:
-        return "it is empty"
-    if len(domain) > 255:
-        return "it is longer than 255 characters"
-    if not wildcard:
-        return _dns_labels_problem(domain)
-    first, dot, rest = domain.partition(".")
-    if len(first) > 63 or not _WILDCARD_LABEL_RE.fullmatch(first):
-        return f"label {first!r} is not a DNS label" if first else "it has an empty label"
-    return _dns_labels_problem(rest) if dot else None
-
-
 def _gateway_host_problem(domain: str, sni: bool) -> str | None:
     """``agent.ValidateWildcardDomainForVirtualServiceBoundToGateway``."""
     if sni and domain.startswith("outbound_") and len(domain) <= 255:
@@ -222,7 +198,7 @@ def _gateway_host_problem(domain: str, sni: bool) -> str | None:
         ):
             return form
         return None
-    return _domain_problem(domain)
+    return wildcard_domain_problem(domain)
 
 
 def _host_matches(a: str, b: str) -> bool:
@@ -244,22 +220,13 @@ def _host_subset_of(a: str, b: str) -> bool:
     return a.endswith(b[1:]) if b.startswith("*") else a == b
 
 
-def _is_ip(value: str) -> bool:
-    """``netutil.IsValidIPAddress`` (Go's ``net.ParseIP``: no IPv6 zones)."""
-    return "%" not in value and is_ip(value)
-
-
-def _is_dns_label(value: str) -> bool:
-    return len(value) <= 63 and bool(_DNS_LABEL_RE.fullmatch(value))
-
-
 def _check_hosts(spec: VirtualServiceSpec, namespace: str, to_gateway: bool, rep: Reporter) -> None:
     sni = any(m.sni_hosts for t in spec.tls for m in t.match)
     all_valid = True
     for i, host in enumerate(spec.hosts):
         path: Path = ("spec", "hosts", i)
-        problem = _gateway_host_problem(host, sni) if to_gateway else _domain_problem(host)
-        if problem and not _is_ip(host):
+        problem = _gateway_host_problem(host, sni) if to_gateway else wildcard_domain_problem(host)
+        if problem and not is_ip(host):
             all_valid = False
             rep.error(
                 path,
@@ -321,56 +288,17 @@ def _check_gateway_names(
                     f"gateway {name!r} uses the legacy <name>.<namespace> form",
                     f"write it as {parts[1]}/{parts[0]}",
                 )
-            problem = _domain_problem(name, wildcard=False)
+            problem = fqdn_problem(name)
             if problem:
                 report(p, f"gateway {name!r} is not a valid name: {problem}", fix)
             checked = False
             continue
         if not ns or not gw:
             report(p, f"gateway {name!r} has an empty namespace or name", fix)
-        elif not _is_dns_label(ns):
+        elif not is_dns1123_label(ns):
             report(p, f"namespace {ns!r} of gateway {name!r} is not a DNS label", fix)
-        elif not _is_dns_label(gw) and not gw_semantics:
+        elif not is_dns1123_label(gw) and not gw_semantics:
             report(p, f"gateway name {gw!r} is not a DNS label (no wildcards)", fix)
-
-
-def _check_labels(labels: Mapping[str, str], path: Path, rep: Reporter) -> None:
-    """``labels.Instance.Validate`` (Istio's rules: upper case allowed, values unbounded)."""
-    for key, value in labels.items():
-        m = _LABEL_KEY_RE.fullmatch(key)
-        if m is None or len(m.group(2)) > 63 or len(m.group(1) or "") > 253:
-            rep.error(
-                (*path, key),
-                f"label key {key!r} is invalid",
-                "use [prefix/]name, the name at most 63 letters, digits, '-', '_' and '.'",
-            )
-        if not _LABEL_VALUE_RE.fullmatch(value):
-            rep.error(
-                (*path, key),
-                f"label value {value!r} is invalid",
-                "use letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
-            )
-
-
-def _subnet_problem(subnet: str) -> str | None:
-    """``agent.ValidateIPSubnet``: an IP, or a CIDR block with exactly one '/'."""
-    try:
-        if subnet.count("/") == 1:
-            addr, _, bits = subnet.partition("/")
-            if not bits.isdigit() or (len(bits) > 1 and bits.startswith("0")) or "%" in addr:
-                raise ValueError(subnet)
-            ipaddress.ip_network(subnet, strict=False)
-        else:
-            ipaddress.ip_address(subnet)
-    except ValueError:
-        return f"{subnet!r} is neither an IP address nor a CIDR block"
-    return None
-
-
-def _check_port(port: int | None, path: Path, rep: Reporter) -> None:
-    """``agent.ValidatePort`` on fields where 0 means unset."""
-    if port and not 1 <= port <= 65535:
-        rep.error(path, f"port {port} is out of range", "use a port from 1 to 65535")
 
 
 def _check_int32(value: int | None, path: Path, rep: Reporter) -> bool:
@@ -378,43 +306,6 @@ def _check_int32(value: int | None, path: Path, rep: Reporter) -> bool:
         rep.error(path, f"{value} does not fit in a 32-bit integer")
         return False
     return True
-
-
-def _check_export_to(values: Sequence[str], namespace: str, rep: Reporter) -> None:
-    """``validateExportTo`` for a kind other than ServiceEntry ('~' refused)."""
-    seen: set[str] = set()
-    for i, value in enumerate(values):
-        path: Path = ("spec", "exportTo", i)
-        key = namespace if value == "." else value
-        if key in seen:
-            same_ns = key != value or (value == namespace and "." in values)
-            rep.error(
-                path,
-                f"'.' and {namespace!r} both mean this namespace"
-                if same_ns
-                else f"{value!r} is listed twice",
-                "remove the duplicate",
-            )
-        elif value == "~":
-            rep.error(
-                path,
-                "exportTo '~' (no namespace) is only allowed in ServiceEntries",
-                "use '.' to keep the VirtualService in its namespace",
-            )
-        elif value in (".", "*") or _is_dns_label(value):
-            seen.add(key)
-        else:
-            rep.error(
-                path,
-                f"exportTo entry {value!r} is not '.', '*' or a namespace name",
-                "use '.' (this namespace), '*' (all namespaces) or namespace names",
-            )
-    if "*" in seen and len(values) > 1:
-        rep.error(
-            ("spec", "exportTo"),
-            "'*' exports to all namespaces and cannot be combined with other entries",
-            "keep just '*', or list the namespaces",
-        )
 
 
 # ---------------------------------------------------------------------------
@@ -503,10 +394,11 @@ def _check_match(m: HTTPMatchRequest, path: Path, rep: Reporter) -> None:
             )
     for name, sm in m.query_params.items():
         _check_string_match(sm, (*path, "queryParams", name), rep)
-    _check_port(m.port, (*path, "port"), rep)
-    _check_labels(m.source_labels, (*path, "sourceLabels"), rep)
+    if m.port:  # 0 means unset
+        check_port(m.port, (*path, "port"), rep)
+    check_labels(m.source_labels, (*path, "sourceLabels"), rep)
     _check_gateway_names(m.gateways, (*path, "gateways"), rep, False)
-    if m.source_namespace and not _is_dns_label(m.source_namespace):
+    if m.source_namespace and not is_dns1123_label(m.source_namespace):
         rep.error(
             (*path, "sourceNamespace"),
             f"sourceNamespace {m.source_namespace!r} is not a namespace name",
@@ -733,8 +625,8 @@ def _check_authority_rewrite(r: HTTPRoute, path: Path, rep: Reporter) -> None:
 def _check_destination(d: Destination, path: Path, rep: Reporter) -> None:
     """``validateDestination``."""
     host = d.host or ""
-    problem = "'*' is not a service" if host == "*" else _domain_problem(host)
-    if problem and _is_ip(host):
+    problem = "'*' is not a service" if host == "*" else wildcard_domain_problem(host)
+    if problem and is_ip(host):
         problem = "an IP address is not a service host (a ServiceEntry can give it a name)"
     if problem:
         rep.error(
@@ -742,7 +634,7 @@ def _check_destination(d: Destination, path: Path, rep: Reporter) -> None:
             f"destination host {host!r} is invalid: {problem}",
             "name a service, e.g. reviews or reviews.prod.svc.cluster.local",
         )
-    if d.subset and not _is_dns_label(d.subset):
+    if d.subset and not is_dns1123_label(d.subset):
         rep.error(
             (*path, "subset"),
             f"subset name {d.subset!r} is not a DNS label",
@@ -917,7 +809,7 @@ def _check_retries(retry: HTTPRetry, path: Path, rep: Reporter) -> None:
     if retry.per_try_timeout is not None:
         check_duration(retry.per_try_timeout, (*path, "perTryTimeout"), rep, what="perTryTimeout")
     for token in retry.retry_on_tokens:
-        if token in _RETRY_ON or (_GO_INT_RE.fullmatch(token) and int(token) in _GO_HTTP_CODES):
+        if token in _RETRY_ON or go_atoi(token) in _GO_HTTP_CODES:
             continue
         if token.strip() != token and token.strip():
             fix = "remove the spaces: write the conditions as 5xx,reset,503"
@@ -1055,15 +947,16 @@ def _check_fault(f: HTTPFaultInjection, path: Path, rep: Reporter) -> None:
 
 def _check_l4_match(m: TLSMatchAttributes | L4MatchAttributes, path: Path, rep: Reporter) -> None:
     for k, subnet in enumerate(m.destination_subnets):
-        problem = _subnet_problem(subnet)
+        problem = ip_subnet_problem(subnet)
         if problem:
             rep.error(
                 (*path, "destinationSubnets", k),
-                problem,
+                f"{subnet!r} is not {problem}",
                 "write an IP or a CIDR block such as 10.0.0.0/16",
             )
-    _check_port(m.port, (*path, "port"), rep)
-    _check_labels(m.source_labels, (*path, "sourceLabels"), rep)
+    if m.port:  # 0 means unset
+        check_port(m.port, (*path, "port"), rep)
+    check_labels(m.source_labels, (*path, "sourceLabels"), rep)
     _check_gateway_names(m.gateways, (*path, "gateways"), rep, False)
 
 
@@ -1088,9 +981,11 @@ def _check_tls_route(
             rep.error((*mp, "sniHosts"), "a TLS match needs at least one SNI host", "list sniHosts")
         for k, sni in enumerate(m.sni_hosts):
             sp: Path = (*mp, "sniHosts", k)
-            problem = _gateway_host_problem(sni, True) if to_gateway else _domain_problem(sni)
+            problem = (
+                _gateway_host_problem(sni, True) if to_gateway else wildcard_domain_problem(sni)
+            )
             if problem:
-                if _is_ip(sni):
+                if is_ip(sni):
                     rep.warn(
                         sp,
                         f"SNI host {sni!r} is an IP address, which most clients do not send",
@@ -1120,7 +1015,7 @@ def _check_tcp_route(t: TCPRoute, path: Path, gw_semantics: bool, rep: Reporter)
     """``validateTCPRoute`` and ``validateTCPMatch``."""
     for j, m in enumerate(t.match):
         _check_l4_match(m, (*path, "match", j), rep)
-        if m.source_subnet and _subnet_problem(m.source_subnet):  # inmesh hint
+        if m.source_subnet and ip_subnet_problem(m.source_subnet):  # inmesh hint
             rep.warn(
                 (*path, "match", j, "sourceSubnet"),
                 f"sourceSubnet {m.source_subnet!r} is neither an IP address nor a CIDR block",
