@@ -19,6 +19,7 @@ __all__ = ["main"]
 _COMMAND_MODULES = (
     "inmesh.cli.validate",
     "inmesh.cli.certs",
+    "inmesh.cli.serve",
 )
 
 

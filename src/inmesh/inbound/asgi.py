@@ -1,0 +1,204 @@
+"""ASGI middleware: peer identity, PeerAuthentication and XFCC for an ASGI app.
+
+A pure ASGI middleware (starlette's shape) over
+:class:`~inmesh.inbound.decide.InboundDecider`::
+
+    app = MeshASGIMiddleware(app, mesh)        # or mesh.asgi(app)
+
+Where the facts come from, in order (:func:`connection_facts`):
+
+1. ``scope["extensions"]["inmesh.transport"]`` and ``["tls"]``, set from the
+   socket by :mod:`inmesh.inbound.uvicorn`'s protocols (also under
+   :func:`inmesh.inbound.serve.serve`): authoritative;
+2. ``scope["extensions"]["tls"]`` alone (a server implementing the ASGI TLS
+   extension): the leaf is ``client_cert_chain[0]``;
+3. otherwise ``scope["scheme"]``: ``http``/``ws`` is plaintext; ``https``/``wss``
+   is TLS whose client certificate inmesh cannot see (logged once; see
+   :mod:`~inmesh.inbound.decide`). Note that a server trusting
+   ``X-Forwarded-Proto`` (uvicorn's ``--proxy-headers``, on for 127.0.0.1 by
+   default) lets a client choose this scheme.
+
+What the app sees when the request is served:
+
+* ``x-forwarded-client-cert`` exactly as an Istio sidecar sets it (Envoy
+  APPEND_FORWARD, see :mod:`~inmesh.inbound.decide`); any XFCC from the network
+  is removed unless ``trusted_proxy_xfcc`` (and kept+appended only on mTLS);
+* ``scope["extensions"]["inmesh"]``: the
+  :class:`~inmesh.inbound.decide.InboundDecision` (``.peer_id``: the client's
+  :class:`~inmesh.identity.spiffe.SpiffeId` or ``None``; ``.principal``;
+  ``.xfcc``; ``.mode``); :func:`decision_of` and :func:`peer_of` read it;
+* ``scope["state"]["inmesh_peer"]`` when the server provides lifespan state
+  (uvicorn does): Starlette/FastAPI's ``request.state.inmesh_peer``.
+
+What a refused request sees (no app call): ``403``, ``content-type:
+text/plain``, ``connection: close``, body ``peer authentication failed:
+<what>`` (see :class:`~inmesh.inbound.decide.RefusalReason`); a refused
+WebSocket gets ``websocket.close`` code 1008 before acceptance (uvicorn
+answers the upgrade with 403). Scopes other than ``http``/``websocket``
+(lifespan) pass through untouched. A scope already decided by an outer
+inmesh middleware passes through too.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from inmesh.identity.spiffe import SpiffeId
+from inmesh.inbound.context import InboundContext
+from inmesh.inbound.decide import (
+    ConnectionFacts,
+    InboundDecider,
+    InboundDecision,
+)
+from inmesh.inbound.xfcc import XFCC_HEADER_BYTES
+
+__all__ = [
+    "DECISION_KEY",
+    "STATE_PEER_KEY",
+    "MeshASGIMiddleware",
+    "connection_facts",
+    "decision_of",
+    "peer_of",
+]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DECISION_KEY = "inmesh"
+"""``scope["extensions"][DECISION_KEY]``: the request's :class:`InboundDecision`."""
+
+STATE_PEER_KEY = "inmesh_peer"
+"""``scope["state"][STATE_PEER_KEY]``: the peer's SPIFFE ID or ``None`` (``request.state.inmesh_peer``)."""
+
+# Kept in sync with inmesh.inbound.uvicorn (not imported: it imports uvicorn).
+_TRANSPORT_KEY = "inmesh.transport"
+_PEER_DER_KEY = "inmesh.peer_der"
+_SECURE_SCHEMES = frozenset({"https", "wss"})
+
+
+def _peer_der(tls: MutableMapping[str, Any]) -> bytes | None:
+    der = tls.get(_PEER_DER_KEY, False)
+    if der is not False:
+        return der if der else None
+    chain = tls.get("client_cert_chain") or ()
+    if not chain:
+        return None
+    try:
+        return ssl.PEM_cert_to_DER_cert(chain[0])
+    except ValueError:
+        return None
+
+
+def connection_facts(scope: Scope) -> ConnectionFacts:
+    """The :class:`ConnectionFacts` of an HTTP or WebSocket scope (see the module docstring)."""
+    server = scope.get("server")
+    port = server[1] if server else None
+    ext = scope.get("extensions")
+    if ext:
+        tls = ext.get("tls")
+        transport = ext.get(_TRANSPORT_KEY)
+        if transport is not None:
+            if tls is None or transport != "tls":
+                return ConnectionFacts(tls=False, local_port=port, via="uvicorn")
+            return ConnectionFacts(
+                tls=True, peer_der=_peer_der(tls), local_port=port, via="uvicorn"
+            )
+        if tls is not None:
+            return ConnectionFacts(
+                tls=True, peer_der=_peer_der(tls), local_port=port, via="ASGI TLS extension"
+            )
+    if scope.get("scheme") in _SECURE_SCHEMES:
+        return ConnectionFacts(
+            tls=True, peer_visible=False, local_port=port, via="ASGI server without TLS extension"
+        )
+    return ConnectionFacts(tls=False, local_port=port, via="ASGI server")
+
+
+def decision_of(scope: Scope) -> InboundDecision | None:
+    """The decision inmesh made for this request's scope, if any."""
+    ext = scope.get("extensions")
+    return None if not ext else ext.get(DECISION_KEY)
+
+
+def peer_of(scope: Scope) -> SpiffeId | None:
+    """The verified SPIFFE ID of the client of this request, or ``None``."""
+    decision = decision_of(scope)
+    return None if decision is None else decision.peer_id
+
+
+def _refusal(decision: InboundDecision) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    reason = decision.reason
+    assert reason is not None
+    body = reason.body
+    headers = [
+        (b"content-type", b"text/plain"),
+        (b"content-length", str(len(body)).encode("ascii")),
+        (b"connection", b"close"),
+    ]
+    return reason.status, headers, body
+
+
+class MeshASGIMiddleware:
+    """Peer identity, PeerAuthentication and XFCC in front of an ASGI app.
+
+    ``context``: the mesh (:class:`inmesh.Mesh`) or any
+    :class:`~inmesh.inbound.context.InboundContext`. ``fail_closed``: refuse
+    TLS requests whose client certificate the server does not expose (default:
+    serve them without identity and log it once). See the module docstring for
+    what the app and a refused client see.
+    """
+
+    def __init__(self, app: ASGIApp, context: InboundContext, *, fail_closed: bool = False) -> None:
+        self.app = app
+        """The wrapped app."""
+        self.decider = InboundDecider(context, fail_closed=fail_closed)
+        """The decider (shared by every request through this middleware)."""
+
+    @property
+    def context(self) -> InboundContext:
+        """The mesh as the server side sees it."""
+        return self.decider.context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":  # noqa: PLR1714 - hot path
+            await self.app(scope, receive, send)
+            return
+        ext = scope.get("extensions")
+        if ext is not None and DECISION_KEY in ext:
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        incoming: str | None = None
+        for name, value in headers:
+            if name == XFCC_HEADER_BYTES:
+                text = value.decode("latin-1")
+                incoming = text if incoming is None else f"{incoming},{text}"
+        decision = self.decider.decide(connection_facts(scope), xfcc=incoming)
+        if not decision.allowed:
+            await self._refuse(kind, decision, send)
+            return
+        if incoming is not None:
+            headers = [h for h in headers if h[0] != XFCC_HEADER_BYTES]
+        if decision.xfcc is not None:
+            headers = [*headers, (XFCC_HEADER_BYTES, decision.xfcc.encode("latin-1"))]
+        scope = dict(scope)
+        scope["headers"] = headers
+        scope["extensions"] = {**ext, DECISION_KEY: decision} if ext else {DECISION_KEY: decision}
+        state = scope.get("state")
+        if state is not None:
+            state[STATE_PEER_KEY] = decision.peer_id
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(kind: str, decision: InboundDecision, send: Send) -> None:
+        if kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        status, headers, body = _refusal(decision)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,190 @@
+"""WSGI middleware: the twin of :mod:`inmesh.inbound.asgi` over the same decision.
+
+::
+
+    app = MeshWSGIMiddleware(flask_app.wsgi_app, mesh)     # or mesh.wsgi(app)
+
+Where the facts come from, in order (:func:`connection_facts`):
+
+1. ``environ["gunicorn.socket"]`` / ``environ["werkzeug.socket"]``: an
+   ``ssl.SSLSocket`` gives TLS and ``getpeercert(binary_form=True)`` (gunicorn
+   sync/gthread workers with ``--certfile ... --ca-certs ... --cert-reqs 2``,
+   werkzeug with an ``SSLContext`` requiring client certificates); a plain
+   socket means plaintext, whatever the headers say;
+2. ``environ["asgi.scope"]`` (a2wsgi under an ASGI server): as the ASGI
+   middleware reads it; if an inmesh ASGI middleware already decided (as under
+   :func:`inmesh.inbound.serve.serve`), that decision is reused as is;
+3. ``environ["SSL_CLIENT_CERT"]`` (PEM), **only** with
+   ``trust_front_server=True``: the server in front (mod_wsgi with
+   ``SSLOptions +ExportCertData``, ...) verified the client against the mesh
+   root and nothing else can set that variable;
+4. otherwise ``wsgi.url_scheme``: ``http`` is plaintext, ``https`` is TLS
+   whose client certificate inmesh cannot see (logged once).
+
+What the app sees when served: ``HTTP_X_FORWARDED_CLIENT_CERT`` as Envoy sets
+it (see :mod:`~inmesh.inbound.decide`), ``environ["inmesh.peer"]`` (the
+client's :class:`~inmesh.identity.spiffe.SpiffeId` or ``None``) and
+``environ["inmesh.decision"]`` (the
+:class:`~inmesh.inbound.decide.InboundDecision`). In Flask:
+``request.environ["inmesh.peer"]``.
+
+What a refused request sees (the app is not called): ``403 Forbidden``,
+``Content-Type: text/plain``, body ``peer authentication failed: <what>``
+(:class:`~inmesh.inbound.decide.RefusalReason`). No ``Connection`` header: WSGI
+apps may not send hop-by-hop headers (gunicorn's sync worker closes anyway).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any
+
+from inmesh.identity.spiffe import SpiffeId
+from inmesh.inbound.asgi import DECISION_KEY
+from inmesh.inbound.asgi import connection_facts as _scope_facts
+from inmesh.inbound.context import InboundContext
+from inmesh.inbound.decide import ConnectionFacts, InboundDecider, InboundDecision
+
+__all__ = [
+    "ENVIRON_DECISION_KEY",
+    "ENVIRON_PEER_KEY",
+    "MeshWSGIMiddleware",
+    "connection_facts",
+    "decision_of",
+    "peer_of",
+]
+
+Environ = MutableMapping[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+ENVIRON_PEER_KEY = "inmesh.peer"
+"""``environ[ENVIRON_PEER_KEY]``: the client's SPIFFE ID, or ``None``."""
+
+ENVIRON_DECISION_KEY = "inmesh.decision"
+"""``environ[ENVIRON_DECISION_KEY]``: the request's :class:`InboundDecision`."""
+
+_XFCC_ENVIRON = "HTTP_X_FORWARDED_CLIENT_CERT"
+_SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket")
+
+
+def _local_port(sock: Any) -> int | None:
+    try:
+        name = sock.getsockname()
+    except (OSError, AttributeError):
+        return None
+    return name[1] if isinstance(name, tuple) and len(name) >= 2 else None
+
+
+def _environ_port(environ: Environ) -> int | None:
+    try:
+        return int(environ.get("SERVER_PORT") or 0) or None
+    except ValueError:
+        return None
+
+
+def connection_facts(environ: Environ, *, trust_front_server: bool = False) -> ConnectionFacts:
+    """The :class:`ConnectionFacts` of a WSGI request (see the module docstring)."""
+    for key in _SOCKET_KEYS:
+        sock = environ.get(key)
+        if sock is None:
+            continue
+        port = _local_port(sock)
+        if isinstance(sock, ssl.SSLSocket):
+            der = sock.getpeercert(binary_form=True)
+            return ConnectionFacts(tls=True, peer_der=der or None, local_port=port, via=key)
+        return ConnectionFacts(tls=False, local_port=port, via=key)
+    scope = environ.get("asgi.scope")
+    if scope is not None:
+        return _scope_facts(scope)
+    port = _environ_port(environ)
+    scheme_tls = environ.get("wsgi.url_scheme") == "https"
+    if trust_front_server:
+        pem = environ.get("SSL_CLIENT_CERT") or ""
+        front_der: bytes | None = None
+        if pem:
+            try:
+                front_der = ssl.PEM_cert_to_DER_cert(pem)
+            except ValueError:
+                front_der = None
+        tls = scheme_tls or bool(pem) or str(environ.get("HTTPS", "")).lower() in ("on", "1")
+        return ConnectionFacts(tls=tls, peer_der=front_der, local_port=port, via="SSL_CLIENT_CERT")
+    if scheme_tls:
+        return ConnectionFacts(
+            tls=True, peer_visible=False, local_port=port, via="WSGI server without peer socket"
+        )
+    return ConnectionFacts(tls=False, local_port=port, via="WSGI server")
+
+
+def decision_of(environ: Environ) -> InboundDecision | None:
+    """The decision inmesh made for this request, if any."""
+    decision: InboundDecision | None = environ.get(ENVIRON_DECISION_KEY)
+    return decision
+
+
+def peer_of(environ: Environ) -> SpiffeId | None:
+    """The verified SPIFFE ID of the client of this request, or ``None``."""
+    decision = decision_of(environ)
+    return None if decision is None else decision.peer_id
+
+
+class MeshWSGIMiddleware:
+    """Peer identity, PeerAuthentication and XFCC in front of a WSGI app.
+
+    ``context``: the mesh (:class:`inmesh.Mesh`) or any
+    :class:`~inmesh.inbound.context.InboundContext`. ``trust_front_server``:
+    take ``SSL_CLIENT_CERT`` from the environ as the verified client
+    certificate (only when the front server verifies clients against the mesh
+    root). ``fail_closed``: refuse TLS requests whose client certificate is
+    not visible, instead of serving them without identity.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        context: InboundContext,
+        *,
+        trust_front_server: bool = False,
+        fail_closed: bool = False,
+    ) -> None:
+        self.app = app
+        """The wrapped app."""
+        self.trust_front_server = trust_front_server
+        """Whether ``SSL_CLIENT_CERT`` is trusted."""
+        self.decider = InboundDecider(context, fail_closed=fail_closed)
+        """The decider (shared by every request through this middleware)."""
+
+    @property
+    def context(self) -> InboundContext:
+        """The mesh as the server side sees it."""
+        return self.decider.context
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        scope = environ.get("asgi.scope")
+        if scope is not None:
+            ext = scope.get("extensions")
+            outer: InboundDecision | None = ext.get(DECISION_KEY) if ext else None
+            if outer is not None:  # an inmesh ASGI middleware already decided
+                environ[ENVIRON_DECISION_KEY] = outer
+                environ[ENVIRON_PEER_KEY] = outer.peer_id
+                return self.app(environ, start_response)
+        incoming: str | None = environ.get(_XFCC_ENVIRON)
+        facts = connection_facts(environ, trust_front_server=self.trust_front_server)
+        decision = self.decider.decide(facts, xfcc=incoming)
+        if not decision.allowed:
+            reason = decision.reason
+            assert reason is not None
+            body = reason.body
+            start_response(
+                "403 Forbidden",
+                [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+        if decision.xfcc is not None:
+            environ[_XFCC_ENVIRON] = decision.xfcc
+        elif incoming is not None:
+            del environ[_XFCC_ENVIRON]
+        environ[ENVIRON_DECISION_KEY] = decision
+        environ[ENVIRON_PEER_KEY] = decision.peer_id
+        return self.app(environ, start_response)

@@ -1,0 +1,1 @@
+"""Tests of inmesh.inbound: decisions, middleware, real servers and processes."""
