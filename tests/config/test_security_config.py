@@ -592,10 +592,6 @@ WARNED: list[Any] = [
     pytest.param(AP, "action: DENY\nrules: [{from: [{source: {trustDomains: [x.org]}}]}]",
                  "spec.rules[0]", "TCP", id="ap-deny-http-only-from"),
     # not enforced yet (support metadata)
-    pytest.param(PA, "mtls: {mode: STRICT}", "spec.mtls", "not enforced yet",
-                 id="pa-mtls-not-enforced"),
-    pytest.param(PA, f"{SEL}\nportLevelMtls: {{80: {{mode: STRICT}}}}", "spec.portLevelMtls",
-                 "not enforced yet", id="pa-port-level-not-enforced"),
     pytest.param(AP, "rules: [{}]", "spec.rules", "not enforced yet",
                  id="ap-rules-not-enforced"),
     pytest.param(AP, "{}", "spec", "not enforced yet", id="ap-allow-nothing-not-enforced"),
@@ -756,3 +752,8 @@ def test_peer_authn_precedence_reads_the_model() -> None:
     eff = effective_peer_authentication(policies, namespace="default", labels={"app": "backend"})
     assert eff.mode is MtlsMode.STRICT
     assert eff.for_port(9090) is MtlsMode.PERMISSIVE
+
+
+def test_peer_authentication_is_enforced_so_no_warning() -> None:
+    result = load_spec("PeerAuthentication", "mtls: {mode: STRICT}")
+    assert not [w for w in result.warnings if "not enforced" in w.message]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from .._schema import Reporter, Support, parse_message, spec_field
+from .._schema import Reporter, parse_message, spec_field
 from .._yaml import Path
 from ._common import MatchLabelsSelector
 
@@ -33,7 +33,6 @@ __all__ = [
     "PortLevelMtls",
 ]
 
-NOT_SHIPPED = "enforced by the mesh middleware, which this version does not ship yet"
 
 
 class MutualTLSMode(str, enum.Enum):
@@ -146,8 +145,10 @@ class PeerAuthenticationSpec:
         note="workloads in the policy's namespace; unset: the whole namespace "
         "(the whole mesh in the root namespace)"
     )
-    mtls: MutualTLS | None = spec_field(support=Support.NOT_YET, note=NOT_SHIPPED)
+    mtls: MutualTLS | None = spec_field(
+        note="STRICT refuses plaintext at the connection when inmesh owns the listener "
+        "(mesh.serve, inmesh serve), with 403 from the middleware otherwise"
+    )
     port_level_mtls: PortLevelMtls | None = spec_field(
-        support=Support.NOT_YET,
-        note=NOT_SHIPPED,
+        note="keys are workload ports (the port the server listens on)"
     )
