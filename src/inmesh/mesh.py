@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .discovery.registry import Registry
     from .identity.sources import CertificateSource
     from .identity.spiffe import SpiffeId
+    from .policy.authz import AuthzEvaluator, ExternalAuthorizer
 
 __all__ = ["Mesh"]
 
@@ -60,6 +61,7 @@ class _Compiled:
     snapshot: ConfigSnapshot
     peer_authentication: EffectivePeerAuthentication
     registry: Registry
+    authorizer: AuthzEvaluator | None
 
 
 class Mesh:
@@ -85,6 +87,11 @@ class Mesh:
     * ``dns_resolver``: a :class:`~inmesh.discovery.dns.DnsResolver` for
       endpoints with ``resolution: DNS`` (default: the system's resolvers).
       The background DNS thread runs only while some endpoint needs it.
+    * ``custom_authorizer``: the hook that answers for AuthorizationPolicies
+      with ``action: CUSTOM`` (without one, requests they match are denied).
+    * ``path_normalization``: Istio's ``BASE`` (default), ``MERGE_SLASHES``,
+      ``DECODE_AND_MERGE_SLASHES`` or ``NONE``; policies and the app see the
+      same normalized path.
     * ``trust_forwarded_client_cert``: trust ``x-forwarded-client-cert`` sent
       by the network (only behind a proxy that sets it); off by default.
 
@@ -107,6 +114,8 @@ class Mesh:
         poll_interval: float = 0.25,
         trust_forwarded_client_cert: bool = False,
         dns_resolver: Any = None,
+        custom_authorizer: ExternalAuthorizer | None = None,
+        path_normalization: str = "BASE",
     ) -> None:
         if cert_dir is not None and identity is not None:
             raise TypeError("give cert_dir or identity, not both")
@@ -114,6 +123,13 @@ class Mesh:
         self._workload = workload
         self._trust_domain = trust_domain
         self._trust_xfcc = trust_forwarded_client_cert
+        self._custom_authorizer = custom_authorizer
+        if path_normalization not in ("NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"):
+            raise ValueError(
+                f"path_normalization {path_normalization!r} is not one of NONE, BASE, "
+                "MERGE_SLASHES, DECODE_AND_MERGE_SLASHES"
+            )
+        self._path_normalization = path_normalization
         self._options = ConfigOptions(
             default_namespace=default_namespace,
             root_namespace=root_namespace,
@@ -255,6 +271,14 @@ class Mesh:
     def trusted_proxy_xfcc(self) -> bool:
         return self._trust_xfcc
 
+    def authorizer(self) -> AuthzEvaluator | None:
+        """The AuthorizationPolicy evaluator for this workload (``None``: nothing applies)."""
+        return self._compiled.authorizer
+
+    @property
+    def path_normalization(self) -> str:
+        return self._path_normalization
+
     def subscribe(self, callback: Callable[[ConfigSnapshot], None]) -> Callable[[], None]:
         """Call ``callback(snapshot)`` after each configuration reload."""
         return self._store.subscribe(callback)
@@ -343,7 +367,17 @@ class Mesh:
         registry = Registry.from_snapshot(snapshot)
         for warning in registry.warnings:
             log.warning("%s", warning)
-        return _Compiled(snapshot=snapshot, peer_authentication=pa, registry=registry)
+        from .policy.authz import AuthorizationEngine
+
+        evaluator = AuthorizationEngine.compile(
+            snapshot, self._workload, custom_authorizer=self._custom_authorizer
+        )
+        return _Compiled(
+            snapshot=snapshot,
+            peer_authentication=pa,
+            registry=registry,
+            authorizer=None if evaluator.is_noop else evaluator,
+        )
 
     def _on_snapshot(self, snapshot: ConfigSnapshot) -> None:
         compiled = self._compile(snapshot)

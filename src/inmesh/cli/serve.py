@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from inmesh.identity.spiffe import SpiffeId
     from inmesh.inbound.context import InboundContext
     from inmesh.model import Workload
+    from inmesh.policy.authz import AuthzEvaluator
     from inmesh.policy.peer_authn import MtlsMode
 
 __all__ = ["context_from_args", "load_app", "main", "register"]
@@ -158,6 +159,13 @@ class _ModeOverride:
     @property
     def trusted_proxy_xfcc(self) -> bool:
         return self.inner.trusted_proxy_xfcc
+
+    def authorizer(self) -> AuthzEvaluator | None:
+        return self.inner.authorizer()
+
+    @property
+    def path_normalization(self) -> str:
+        return self.inner.path_normalization
 
 
 def context_from_args(args: argparse.Namespace) -> tuple[InboundContext, Callable[[], None]]:

@@ -18,6 +18,7 @@ from inmesh.policy.peer_authn import MtlsMode
 if TYPE_CHECKING:
     from inmesh.identity.sources import CertificateSource
     from inmesh.identity.spiffe import SpiffeId
+    from inmesh.policy.authz import AuthzEvaluator
 
 __all__ = ["InboundContext", "StaticInboundContext"]
 
@@ -51,6 +52,18 @@ class InboundContext(Protocol):
         """
         ...
 
+    def authorizer(self) -> AuthzEvaluator | None:
+        """The AuthorizationPolicy evaluator for this workload under the live config.
+
+        ``None`` when no policy applies (every request is allowed).
+        """
+        ...
+
+    @property
+    def path_normalization(self) -> str:
+        """``BASE`` (Istio's default), ``MERGE_SLASHES``, ``DECODE_AND_MERGE_SLASHES`` or ``NONE``."""
+        ...
+
 
 @dataclass(frozen=True)
 class StaticInboundContext:
@@ -61,6 +74,11 @@ class StaticInboundContext:
     mode: MtlsMode = MtlsMode.PERMISSIVE
     port_modes: Mapping[int, MtlsMode] = field(default_factory=dict)
     trusted_proxy_xfcc: bool = False
+    evaluator: AuthzEvaluator | None = None
+    path_normalization: str = "BASE"
+
+    def authorizer(self) -> AuthzEvaluator | None:
+        return self.evaluator
 
     def local_identity(self) -> SpiffeId | None:
         if self.certificates is None:
