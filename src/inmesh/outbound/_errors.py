@@ -1,0 +1,319 @@
+"""Errors of the outbound connector, and the one place foreign exceptions are translated.
+
+The classes extend inmesh's tree (:mod:`inmesh.errors`) and, where a caller
+of httpx would look for one, the matching httpx exception, so
+``except httpx.ConnectError`` keeps working::
+
+    InmeshError
+    ├── UpstreamConnectError (also httpx.ConnectError)     no usable connection to the endpoint
+    │   │                                                   (refused, unreachable; Envoy: UF)
+    │   └── UpstreamTLSError                               the TLS handshake failed, or TLS cannot be set up
+    │       ├── UpstreamCertificateError                   the server's certificate was refused
+    │       │   │                                           (unknown CA, expired...: chain verification)
+    │       │   └── UpstreamIdentityError                  valid chain, wrong identity: SPIFFE ID or SAN
+    │       │                                               not expected for the destination
+    │       └── ClientCertificateRejectedError             the server refused *our* certificate (a TLS
+    │                                                       alert; with TLS 1.3 it arrives after the
+    │                                                       request was written, but the server never
+    │                                                       processed it)
+    ├── UpstreamConnectTimeoutError (also httpx.ConnectTimeout)   connect or handshake took too long
+    └── ConnectorClosedError (also RuntimeError)           the connector was closed
+
+None of them is an httpcore exception, so httpcore never retries them. All
+of them are raised before any request byte was sent, except
+:class:`ClientCertificateRejectedError` under TLS 1.3 (see above). Each carries the
+``endpoint`` (``(address, port)``) and the ``destination`` key it concerns.
+
+:func:`map_httpcore_exceptions` is the single translation table for what
+comes out of an httpcore pool: httpcore's exceptions become httpx's (as
+``httpx.HTTPTransport`` does), connection failures become the classes above.
+:func:`handshake_error` and :func:`read_error` classify TLS failures at the
+stream, where the underlying :class:`ssl.SSLError` is still attached
+(httpcore's pool re-raises ``from None``, which drops it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Hashable, Iterator
+
+import httpcore
+import httpx
+
+from inmesh.errors import InmeshError
+
+__all__ = [
+    "CLIENT_CERTIFICATE_ALERTS",
+    "ClientCertificateRejectedError",
+    "ConnectorClosedError",
+    "UpstreamCertificateError",
+    "UpstreamConnectError",
+    "UpstreamConnectTimeoutError",
+    "UpstreamIdentityError",
+    "UpstreamTLSError",
+    "handshake_error",
+    "map_httpcore_exceptions",
+    "read_error",
+]
+
+Endpoint = tuple[str, int]
+
+CLIENT_CERTIFICATE_ALERTS = frozenset(
+    {
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV1_ALERT_ACCESS_DENIED",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+    }
+)
+"""OpenSSL reasons of the alerts a server sends when it refuses the client's certificate."""
+
+
+def _where(endpoint: Endpoint | None) -> str:
+    if endpoint is None:
+        return "the upstream"
+    host, port = endpoint
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class UpstreamConnectError(InmeshError, httpx.ConnectError):
+    """No usable connection to an upstream endpoint could be set up; nothing was sent."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: Endpoint | None = None,
+        destination: Hashable | None = None,
+    ) -> None:
+        httpx.ConnectError.__init__(self, message)
+        self.endpoint = endpoint
+        """``(address, port)`` of the endpoint, when known."""
+        self.destination = destination
+        """The destination key the connection was for, when known."""
+
+
+class UpstreamTLSError(UpstreamConnectError):
+    """The TLS handshake with the endpoint failed, or TLS could not be set up."""
+
+
+class UpstreamCertificateError(UpstreamTLSError):
+    """The server's certificate chain was refused (``verify_code``, ``verify_message``: OpenSSL's)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: Endpoint | None = None,
+        destination: Hashable | None = None,
+        verify_code: int | None = None,
+        verify_message: str = "",
+    ) -> None:
+        super().__init__(message, endpoint=endpoint, destination=destination)
+        self.verify_code = verify_code
+        self.verify_message = verify_message
+
+
+class UpstreamIdentityError(UpstreamCertificateError):
+    """The server's chain is valid but it is not who the destination expects.
+
+    ``peer``: the server's SPIFFE ID (mesh mTLS) or ``None``; ``peer_names``:
+    every subject alternative name it presented; ``expected``: the accepted
+    names, sorted. The connection was closed before any request byte was sent.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: Endpoint | None = None,
+        destination: Hashable | None = None,
+        peer: str | None = None,
+        peer_names: tuple[str, ...] = (),
+        expected: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(
+            message,
+            endpoint=endpoint,
+            destination=destination,
+            verify_message="identity mismatch",
+        )
+        self.peer = peer
+        self.peer_names = peer_names
+        self.expected = expected
+
+
+class ClientCertificateRejectedError(UpstreamTLSError):
+    """The server refused this workload's certificate (``alert``: OpenSSL's reason)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: Endpoint | None = None,
+        destination: Hashable | None = None,
+        alert: str = "",
+    ) -> None:
+        super().__init__(message, endpoint=endpoint, destination=destination)
+        self.alert = alert
+
+
+class UpstreamConnectTimeoutError(InmeshError, httpx.ConnectTimeout):
+    """Connecting to the endpoint, or the TLS handshake, timed out; nothing was sent."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: Endpoint | None = None,
+        destination: Hashable | None = None,
+    ) -> None:
+        httpx.ConnectTimeout.__init__(self, message)
+        self.endpoint = endpoint
+        self.destination = destination
+
+
+class ConnectorClosedError(InmeshError, RuntimeError):
+    """A request was made through a connector after it was closed."""
+
+
+# -- classification -----------------------------------------------------------
+
+
+def _ssl_error_in(exc: BaseException) -> ssl.SSLError | None:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _alert(err: ssl.SSLError) -> str:
+    reason = getattr(err, "reason", None)
+    return reason if isinstance(reason, str) and reason in CLIENT_CERTIFICATE_ALERTS else ""
+
+
+def handshake_error(
+    exc: BaseException,
+    *,
+    endpoint: Endpoint | None,
+    destination: Hashable | None,
+) -> UpstreamConnectError | UpstreamConnectTimeoutError | None:
+    """The typed error for a failed ``start_tls``, or ``None`` to re-raise ``exc`` as is."""
+    where = _where(endpoint)
+    if isinstance(exc, (httpcore.ConnectTimeout, TimeoutError)):
+        return UpstreamConnectTimeoutError(
+            f"TLS handshake with {where} timed out", endpoint=endpoint, destination=destination
+        )
+    if not isinstance(exc, (httpcore.ConnectError, ssl.SSLError, OSError)):
+        return None
+    err = _ssl_error_in(exc)
+    if isinstance(err, ssl.SSLCertVerificationError):
+        message = err.verify_message or str(err)
+        return UpstreamCertificateError(
+            f"TLS handshake with {where} failed: the server certificate was refused: {message}",
+            endpoint=endpoint,
+            destination=destination,
+            verify_code=err.verify_code,
+            verify_message=message,
+        )
+    if err is not None and _alert(err):
+        return ClientCertificateRejectedError(
+            f"{where} refused this workload's certificate ({_alert(err)})",
+            endpoint=endpoint,
+            destination=destination,
+            alert=_alert(err),
+        )
+    detail = str(err) if err is not None else (str(exc) or "the server closed the connection")
+    return UpstreamTLSError(
+        f"TLS handshake with {where} failed: {detail}", endpoint=endpoint, destination=destination
+    )
+
+
+def read_error(
+    exc: BaseException,
+    *,
+    endpoint: Endpoint | None,
+    destination: Hashable | None,
+) -> BaseException | None:
+    """The error to raise for a failed read on a TLS stream, or ``None`` to re-raise ``exc``.
+
+    A server alert refusing our certificate becomes :class:`ClientCertificateRejectedError`;
+    another raw :class:`ssl.SSLError` (anyio lets those through) becomes an
+    ``httpcore.ReadError``, as the sync backend reports it.
+    """
+    err = _ssl_error_in(exc)
+    if err is None:
+        return None
+    alert = _alert(err)
+    if alert:
+        return ClientCertificateRejectedError(
+            f"{_where(endpoint)} refused this workload's certificate ({alert})",
+            endpoint=endpoint,
+            destination=destination,
+            alert=alert,
+        )
+    if isinstance(exc, ssl.SSLError):
+        return httpcore.ReadError(str(exc))
+    return None
+
+
+_HTTPCORE_TO_HTTPX: dict[type[Exception], type[httpx.HTTPError]] = {
+    httpcore.TimeoutException: httpx.TimeoutException,
+    httpcore.ConnectTimeout: UpstreamConnectTimeoutError,
+    httpcore.ReadTimeout: httpx.ReadTimeout,
+    httpcore.WriteTimeout: httpx.WriteTimeout,
+    httpcore.PoolTimeout: httpx.PoolTimeout,
+    httpcore.NetworkError: httpx.NetworkError,
+    httpcore.ConnectError: UpstreamConnectError,
+    httpcore.ReadError: httpx.ReadError,
+    httpcore.WriteError: httpx.WriteError,
+    httpcore.ProxyError: httpx.ProxyError,
+    httpcore.UnsupportedProtocol: httpx.UnsupportedProtocol,
+    httpcore.ProtocolError: httpx.ProtocolError,
+    httpcore.LocalProtocolError: httpx.LocalProtocolError,
+    httpcore.RemoteProtocolError: httpx.RemoteProtocolError,
+}
+
+
+@contextlib.contextmanager
+def map_httpcore_exceptions(request: httpx.Request | None = None) -> Iterator[None]:
+    """Translate what an httpcore pool raises into httpx / inmesh exceptions.
+
+    httpcore's exceptions map to the most specific httpx class (connect
+    failures to :class:`UpstreamConnectError` / :class:`UpstreamConnectTimeoutError`);
+    a stray :class:`ssl.SSLError` to ``httpx.ReadError``; inmesh's own
+    exceptions pass through. ``request`` (optional) is attached to every
+    httpx exception raised, as httpx's ``.request``.
+    """
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        if request is not None:
+            exc.request = request
+        raise
+    except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
+            httpcore.ProxyError, httpcore.UnsupportedProtocol) as exc:  # fmt: skip
+        mapped: type[httpx.HTTPError] = httpx.TransportError
+        for cls in type(exc).__mro__:
+            found = _HTTPCORE_TO_HTTPX.get(cls)
+            if found is not None:
+                mapped = found
+                break
+        new = mapped(str(exc))
+        if request is not None:
+            new.request = request
+        raise new from exc
+    except ssl.SSLError as exc:
+        new = httpx.ReadError(str(exc))
+        if request is not None:
+            new.request = request
+        raise new from exc

@@ -1,0 +1,1 @@
+"""Tests of inmesh.upstream (pure: no I/O)."""
