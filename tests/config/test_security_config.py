@@ -591,10 +591,7 @@ WARNED: list[Any] = [
                  "spec.rules[0]", "TCP", id="ap-deny-http-only-to"),
     pytest.param(AP, "action: DENY\nrules: [{from: [{source: {trustDomains: [x.org]}}]}]",
                  "spec.rules[0]", "TCP", id="ap-deny-http-only-from"),
-    # not enforced yet (support metadata)
-    pytest.param(AP, "rules: [{}]", "spec.rules", "not enforced yet",
-                 id="ap-rules-not-enforced"),
-    pytest.param(AP, "{}", "spec", "not enforced yet", id="ap-allow-nothing-not-enforced"),
+    # support metadata (rules and action are enforced: no hint; CUSTOM is partial)
     pytest.param(AP, CUSTOM + "\nrules: [{}]", "spec.provider", "partly enforced",
                  id="ap-custom-partly-enforced"),
     # JWT-based fields: inmesh reads no JWT yet
@@ -682,8 +679,8 @@ def test_plain_policies_have_no_hints() -> None:
           to: [{{operation: {{methods: [GET], paths: ['/api/*']}}}}]
         """)
     assert not result.errors
-    # only "not enforced yet" for rules (action is not written)
-    assert [w.path for w in result.warnings] == ["spec.rules"]
+    # rules and action are enforced by the inbound middleware: nothing to warn about
+    assert [w.path for w in result.warnings] == []
 
 
 def test_error_messages_say_how_to_fix() -> None:

@@ -37,6 +37,7 @@ from inmesh.identity.sources import CertificateSource, MemorySource
 from inmesh.identity.spiffe import SpiffeId
 from inmesh.identity.tls import build_client_context
 from inmesh.model import Workload
+from inmesh.policy.authz import AuthzEvaluator
 from inmesh.policy.peer_authn import MtlsMode
 
 FRONTEND = "spiffe://cluster.local/ns/default/sa/frontend-sa"
@@ -214,6 +215,11 @@ class MutableContext:
     port_modes: dict[int, MtlsMode] = field(default_factory=dict)
     trusted_proxy_xfcc: bool = False
     workload: Workload = BACKEND_WORKLOAD
+    evaluator: AuthzEvaluator | None = None
+    path_normalization: str = "BASE"
+
+    def authorizer(self) -> AuthzEvaluator | None:
+        return self.evaluator
 
     def local_identity(self) -> SpiffeId | None:
         return None if self.certificates is None else self.certificates.current().spiffe_id

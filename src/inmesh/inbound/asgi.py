@@ -30,9 +30,18 @@ What the app sees when the request is served:
 * ``scope["state"]["inmesh_peer"]`` when the server provides lifespan state
   (uvicorn does): Starlette/FastAPI's ``request.state.inmesh_peer``.
 
-What a refused request sees (no app call): ``403``, ``content-type:
-text/plain``, ``connection: close``, body ``peer authentication failed:
-<what>`` (see :class:`~inmesh.inbound.decide.RefusalReason`); a refused
+* exactly the normalized path (the one AuthorizationPolicies matched):
+  ``scope["raw_path"]``/``scope["path"]`` are rewritten from
+  :class:`~inmesh.policy.normalize.NormalizedPath` (the query is untouched);
+  the decision carries ``.path`` and ``.authz`` (policy id, dry-run, audit).
+
+What a refused request sees (no app call): peer authentication: ``403``,
+``content-type: text/plain``, ``connection: close``, body ``peer
+authentication failed: <what>`` (see
+:class:`~inmesh.inbound.decide.RefusalReason`); authorization: ``403``,
+``content-type: text/plain``, body ``RBAC: access denied`` (or a CUSTOM
+authorizer's status, body and headers); a refused path: ``400`` (``404``
+for a non origin-form target) with an empty body; a refused
 WebSocket gets ``websocket.close`` code 1008 before acceptance (uvicorn
 answers the upgrade with 403). Scopes other than ``http``/``websocket``
 (lifespan) pass through untouched. A scope already decided by an outer
@@ -41,9 +50,12 @@ inmesh middleware passes through too.
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+import anyio.to_thread
 
 from inmesh.identity.spiffe import SpiffeId
 from inmesh.inbound.context import InboundContext
@@ -51,8 +63,11 @@ from inmesh.inbound.decide import (
     ConnectionFacts,
     InboundDecider,
     InboundDecision,
+    RequestFacts,
 )
 from inmesh.inbound.xfcc import XFCC_HEADER_BYTES
+from inmesh.policy.authz import AuthzRequest
+from inmesh.policy.normalize import NormalizedPath, asgi_request_target
 
 __all__ = [
     "DECISION_KEY",
@@ -133,13 +148,36 @@ def peer_of(scope: Scope) -> SpiffeId | None:
 def _refusal(decision: InboundDecision) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     reason = decision.reason
     assert reason is not None
-    body = reason.body
-    headers = [
-        (b"content-type", b"text/plain"),
-        (b"content-length", str(len(body)).encode("ascii")),
-        (b"connection", b"close"),
-    ]
-    return reason.status, headers, body
+    status = decision.status
+    assert status is not None
+    body = decision.body
+    headers: list[tuple[bytes, bytes]] = []
+    if body or decision.authz is not None:
+        headers.append((b"content-type", b"text/plain"))
+    headers.append((b"content-length", str(len(body)).encode("ascii")))
+    for name, value in decision.response_headers:
+        headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    if reason.peer_authentication:
+        headers.append((b"connection", b"close"))
+    return status, headers, body
+
+
+def _authz_request(scope: Scope, peer: SpiffeId | None, path: NormalizedPath) -> AuthzRequest:
+    return AuthzRequest.from_asgi(scope, peer=peer, path=path)
+
+
+def _with_path(scope: Scope, n: NormalizedPath) -> None:
+    """Make the app see the normalized path (``scope`` is the middleware's copy)."""
+    raw = n.raw_path
+    path = n.asgi_path
+    if scope.get("raw_path") == raw and scope.get("path") == path:
+        return
+    root = scope.get("root_path") or ""
+    old = scope.get("path")
+    if root and isinstance(old, str) and old.startswith(root) and not path.startswith(root):
+        path = root + path  # a server that puts root_path into path (uvicorn >= 0.26)
+    scope["path"] = path
+    scope["raw_path"] = raw
 
 
 class MeshASGIMiddleware:
@@ -178,7 +216,20 @@ class MeshASGIMiddleware:
             if name == XFCC_HEADER_BYTES:
                 text = value.decode("latin-1")
                 incoming = text if incoming is None else f"{incoming},{text}"
-        decision = self.decider.decide(connection_facts(scope), xfcc=incoming)
+        request = RequestFacts(
+            asgi_request_target(scope),
+            scope.get("method", "GET"),
+            functools.partial(_authz_request, scope),
+        )
+        evaluator = self.decider.context.authorizer()
+        if evaluator is not None and evaluator.uses_custom:
+            decision = await anyio.to_thread.run_sync(
+                functools.partial(
+                    self.decider.decide, connection_facts(scope), xfcc=incoming, request=request
+                )
+            )
+        else:
+            decision = self.decider.decide(connection_facts(scope), xfcc=incoming, request=request)
         if not decision.allowed:
             await self._refuse(kind, decision, send)
             return
@@ -186,7 +237,17 @@ class MeshASGIMiddleware:
             headers = [h for h in headers if h[0] != XFCC_HEADER_BYTES]
         if decision.xfcc is not None:
             headers = [*headers, (XFCC_HEADER_BYTES, decision.xfcc.encode("latin-1"))]
+        authz = decision.authz
+        if authz is not None and authz.upstream_headers:
+            added = {k.lower().encode("latin-1") for k, _ in authz.upstream_headers}
+            headers = [h for h in headers if h[0] not in added]
+            headers.extend(
+                (k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in authz.upstream_headers
+            )
         scope = dict(scope)
+        if decision.path is not None:
+            _with_path(scope, decision.path)
         scope["headers"] = headers
         scope["extensions"] = {**ext, DECISION_KEY: decision} if ext else {DECISION_KEY: decision}
         state = scope.get("state")

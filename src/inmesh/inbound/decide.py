@@ -38,8 +38,22 @@ Stages, in Envoy's order (istio-semantics.md §0, "server side"):
    certificate cannot be checked: the request is served without identity and
    the decider logs it once on ``inmesh.inbound`` (``fail_closed=True`` refuses
    it instead, ``peer_certificate_unavailable``).
-3. (authorization: the next stage, to be added here.)
-4. **XFCC** (Envoy APPEND_FORWARD, :mod:`inmesh.inbound.xfcc`): on an mTLS
+3. **request**: the method must be an upper-case token (Envoy's HTTP/1 codec;
+   else ``400``, ``http1.codec_error``) and the path is normalized from the
+   *raw* request target as the sidecar's Envoy does it under the context's
+   ``path_normalization`` (:func:`inmesh.policy.normalize.normalize_path`): a
+   refused path gets ``400`` (``path_normalization_failed``) or ``404``
+   (``absolute_path_required``) with an empty body. This runs whether or not
+   a policy applies, so the app always sees the same normalized path.
+4. **authorization**: when ``context.authorizer()`` returns an evaluator,
+   :meth:`AuthzEvaluator.evaluate <inmesh.policy.authz.AuthzEvaluator.evaluate>`
+   decides (CUSTOM, AUDIT, DENY, ALLOW, istio-semantics.md §4.2) on the
+   verified peer and the *normalized* path. A denial is ``403``
+   ``text/plain`` ``RBAC: access denied`` (or the CUSTOM authorizer's
+   status, body and headers). AUDIT matches and dry-run outcomes are logged on
+   ``inmesh.authz``, one line each. The result is never cached (it depends on
+   the request): only stages 1, 2 and 5 are.
+5. **XFCC** (Envoy APPEND_FORWARD, :mod:`inmesh.inbound.xfcc`): on an mTLS
    connection the app gets this hop's element, appended to the incoming value
    when the context trusts the proxy in front (``trusted_proxy_xfcc``), else
    alone (the incoming value is dropped). Without mTLS any incoming XFCC is
@@ -57,6 +71,7 @@ import enum
 import functools
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from cryptography import x509
@@ -65,6 +80,14 @@ from inmesh.identity.certificate import spiffe_id_of
 from inmesh.identity.spiffe import SpiffeId
 from inmesh.inbound import xfcc as _xfcc
 from inmesh.inbound.context import InboundContext
+from inmesh.policy.authz import RBAC_DENIED_BODY, AuthzDecision, AuthzRequest
+from inmesh.policy.normalize import (
+    ABSOLUTE_PATH_REQUIRED,
+    NormalizedPath,
+    PathNormalization,
+    check_method,
+    normalize_path,
+)
 from inmesh.policy.peer_authn import MtlsMode
 
 __all__ = [
@@ -74,10 +97,12 @@ __all__ = [
     "InboundDecision",
     "PeerCertificate",
     "RefusalReason",
+    "RequestFacts",
     "parse_peer_certificate",
 ]
 
 logger = logging.getLogger("inmesh.inbound")
+authz_logger = logging.getLogger("inmesh.authz")
 
 DECISION_CACHE_SIZE = 4096
 """Per decider: how many certificates (and decisions) are remembered."""
@@ -86,8 +111,11 @@ DECISION_CACHE_SIZE = 4096
 class RefusalReason(str, enum.Enum):
     """Why a request was refused; the value is the Envoy-style "response code details" token.
 
-    Every refusal is a local reply ``403`` with ``content-type: text/plain``,
-    ``connection: close`` and the body :attr:`body`.
+    Peer-authentication refusals are a local reply ``403`` with
+    ``content-type: text/plain``, ``connection: close`` and the body
+    :attr:`body`. Request refusals (method, path) are ``400``/``404`` with an
+    empty body; an authorization denial takes status, body and details from
+    the :class:`~inmesh.policy.authz.AuthzDecision`.
     """
 
     PLAINTEXT = "plaintext_refused"
@@ -100,11 +128,26 @@ class RefusalReason(str, enum.Enum):
     """The client's SPIFFE ID is in another trust domain than this workload's."""
     UNVERIFIABLE = "peer_certificate_unavailable"
     """TLS terminated where the client certificate is not visible, with ``fail_closed``."""
+    INVALID_METHOD = "http1.codec_error"
+    """The method is not an upper-case token (Envoy's codec refuses it: 400)."""
+    PATH_REFUSED = "path_normalization_failed"
+    """Path normalization refused the request target (``%00``, ``#``...: 400)."""
+    ABSOLUTE_PATH = ABSOLUTE_PATH_REQUIRED
+    """The request target is not an origin-form path (404)."""
+    OUTSIDE_MOUNT = "path_outside_script_name"
+    """WSGI: the normalized path left the app's ``SCRIPT_NAME`` (404)."""
+    AUTHZ_DENIED = "authz_denied"
+    """An AuthorizationPolicy denied it (see :attr:`InboundDecision.authz`)."""
 
     @property
     def status(self) -> int:
-        """The HTTP status of the local reply (always 403)."""
-        return 403
+        """The HTTP status of the local reply (403, or 400/404 for request refusals)."""
+        return _STATUSES.get(self, 403)
+
+    @property
+    def peer_authentication(self) -> bool:
+        """A refusal of the connection's peer (then the reply closes the connection)."""
+        return self in _PEER_REASONS
 
     @property
     def body(self) -> bytes:
@@ -120,7 +163,27 @@ _BODIES = {
     RefusalReason.UNVERIFIABLE: (
         b"peer authentication failed: client certificate not visible to the mesh"
     ),
+    RefusalReason.INVALID_METHOD: b"",
+    RefusalReason.PATH_REFUSED: b"",
+    RefusalReason.ABSOLUTE_PATH: b"",
+    RefusalReason.OUTSIDE_MOUNT: b"",
+    RefusalReason.AUTHZ_DENIED: RBAC_DENIED_BODY,
 }
+_STATUSES = {
+    RefusalReason.INVALID_METHOD: 400,
+    RefusalReason.PATH_REFUSED: 400,
+    RefusalReason.ABSOLUTE_PATH: 404,
+    RefusalReason.OUTSIDE_MOUNT: 404,
+}
+_PEER_REASONS = frozenset(
+    {
+        RefusalReason.PLAINTEXT,
+        RefusalReason.NO_CLIENT_CERTIFICATE,
+        RefusalReason.NO_SPIFFE_ID,
+        RefusalReason.TRUST_DOMAIN,
+        RefusalReason.UNVERIFIABLE,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -199,6 +262,28 @@ class ConnectionFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the request stage needs from one request (the middleware builds it).
+
+    * ``target``: the request target **as the client sent it** (raw path,
+      then ``?`` and the query: :func:`~inmesh.policy.normalize.asgi_request_target`,
+      :func:`~inmesh.policy.normalize.wsgi_request_target`), never a
+      percent-decoded path;
+    * ``method``: the request method;
+    * ``authz_request``: builds the
+      :class:`~inmesh.policy.authz.AuthzRequest` from the verified peer and
+      the normalized path (only called when a policy applies);
+    * ``mount``: WSGI's ``SCRIPT_NAME`` (decoded); a normalized path outside
+      it is refused (404) instead of being handed to an app mounted elsewhere.
+    """
+
+    target: bytes
+    method: str
+    authz_request: Callable[[SpiffeId | None, NormalizedPath], AuthzRequest]
+    mount: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class InboundDecision:
     """The outcome for one request. Frozen; shared between requests when equal.
 
@@ -220,6 +305,55 @@ class InboundDecision:
     """Why it was refused (``None`` when allowed)."""
     peer_visible: bool = True
     """``False``: TLS was terminated where the client certificate could not be seen."""
+    path: NormalizedPath | None = None
+    """The normalized request target (what policies matched and the app sees);
+    ``None`` when the request stage did not run (refused before it)."""
+    authz: AuthzDecision | None = None
+    """The authorization outcome (matched policy id, response code details,
+    dry-run, audit); ``None`` when no AuthorizationPolicy applies."""
+
+    @property
+    def status(self) -> int | None:
+        """The status of the local reply when refused, else ``None``."""
+        if self.allowed:
+            return None
+        authz = self.authz
+        if authz is not None and not authz.allowed and authz.status is not None:
+            return authz.status
+        return None if self.reason is None else self.reason.status
+
+    @property
+    def body(self) -> bytes:
+        """The body of the local reply when refused (``b""`` when allowed)."""
+        if self.allowed:
+            return b""
+        authz = self.authz
+        if authz is not None and not authz.allowed:
+            return authz.body
+        return b"" if self.reason is None else self.reason.body
+
+    @property
+    def response_headers(self) -> tuple[tuple[str, str], ...]:
+        """Extra headers of the local reply (a CUSTOM authorizer's)."""
+        authz = self.authz
+        return () if self.allowed or authz is None else authz.response_headers
+
+    @property
+    def response_code_details(self) -> str | None:
+        """Envoy's response code details: ``rbac_access_denied_matched_policy[...]``,
+        ``path_normalization_failed``, ``plaintext_refused``...; ``None`` when allowed."""
+        if self.allowed:
+            return None
+        authz = self.authz
+        if authz is not None and authz.response_code_details is not None:
+            return authz.response_code_details
+        return None if self.reason is None else self.reason.value
+
+    @property
+    def policy_id(self) -> str | None:
+        """The effective policy id of the AuthorizationPolicy rule that decided, if any."""
+        authz = self.authz
+        return None if authz is None else authz.policy_id
 
     @property
     def mtls(self) -> bool:
@@ -264,8 +398,54 @@ class InboundDecider:
 
     # -- the decision ----------------------------------------------------------
 
-    def decide(self, conn: ConnectionFacts, *, xfcc: str | None = None) -> InboundDecision:
-        """Decide one request on ``conn``; ``xfcc`` is the incoming XFCC value, if any."""
+    def decide(
+        self,
+        conn: ConnectionFacts,
+        *,
+        xfcc: str | None = None,
+        request: RequestFacts | None = None,
+    ) -> InboundDecision:
+        """Decide one request on ``conn``; ``xfcc`` is the incoming XFCC value, if any.
+
+        With ``request`` the request stage runs too (method, path
+        normalization, authorization); without it only the peer is decided.
+        May block when a CUSTOM authorizer is asked (async servers: run it in
+        a worker thread when ``context.authorizer().uses_custom``).
+        """
+        decision = self._authenticate(conn, xfcc)
+        if request is None or not decision.allowed:
+            return decision
+        return self._request_stage(decision, request)
+
+    def _request_stage(self, decision: InboundDecision, request: RequestFacts) -> InboundDecision:
+        if check_method(request.method) is not None:
+            return _derive(decision, False, RefusalReason.INVALID_METHOD, None, None)
+        context = self.context
+        mode = context.path_normalization
+        n = normalize_path(request.target, _MODES.get(mode) or mode)
+        if not n.ok:
+            reason = (
+                RefusalReason.ABSOLUTE_PATH
+                if n.refusal == ABSOLUTE_PATH_REQUIRED
+                else RefusalReason.PATH_REFUSED
+            )
+            return _derive(decision, False, reason, n, None)
+        mount = request.mount
+        if mount:
+            full = n.wsgi_path_info
+            if full != mount and not full.startswith(mount + "/"):
+                return _derive(decision, False, RefusalReason.OUTSIDE_MOUNT, n, None)
+        evaluator = context.authorizer()
+        if evaluator is None:
+            return _derive(decision, True, None, n, None)
+        authz = evaluator.evaluate(request.authz_request(decision.peer_id, n))
+        if authz.audit or authz.dry_run:
+            _log_authz(request.method, n, decision, authz)
+        if authz.allowed:
+            return _derive(decision, True, None, n, authz)
+        return _derive(decision, False, RefusalReason.AUTHZ_DENIED, n, authz)
+
+    def _authenticate(self, conn: ConnectionFacts, xfcc: str | None) -> InboundDecision:
         mode = self.context.mtls_mode(conn.local_port)
         if not conn.tls:
             if mode is MtlsMode.STRICT:
@@ -307,7 +487,6 @@ class InboundDecider:
         local = self.context.local_identity()
         if local is not None and peer.spiffe_id.trust_domain != local.trust_domain:
             return _refused(mode, True, RefusalReason.TRUST_DOMAIN)
-        # (authorization goes here: it needs `peer` and the request's attributes)
         decision = self._allowed(mode, peer, None if local is None else local.uri)
         if xfcc is not None and self.context.trusted_proxy_xfcc:
             return replace(decision, xfcc=_xfcc.append(xfcc, decision.xfcc or ""))
@@ -332,6 +511,54 @@ class InboundDecider:
             return
         self._warned.add(key)
         logger.warning(msg, *args)
+
+
+_MODES = {m.value: m for m in PathNormalization}
+
+
+def _derive(
+    d: InboundDecision,
+    allowed: bool,
+    reason: RefusalReason | None,
+    path: NormalizedPath | None,
+    authz: AuthzDecision | None,
+) -> InboundDecision:
+    """``d`` after the request stage (faster than :func:`dataclasses.replace`)."""
+    return InboundDecision(
+        allowed,
+        d.mode,
+        d.tls,
+        d.peer,
+        d.xfcc if allowed else None,
+        reason,
+        d.peer_visible,
+        path,
+        authz,
+    )
+
+
+def _log_authz(
+    method: str, n: NormalizedPath, decision: InboundDecision, authz: AuthzDecision
+) -> None:
+    who = decision.principal or "-"
+    if authz.audit:
+        authz_logger.info(
+            "AUDIT %s %s peer=%s policy=%s allowed=%s",
+            method,
+            n.path,
+            who,
+            authz.audit_policy_id,
+            authz.allowed,
+        )
+    if authz.dry_run:
+        authz_logger.info(
+            "dry-run %s %s peer=%s %s enforced=%s",
+            method,
+            n.path,
+            who,
+            " ".join(f"{d.action}:{d.result}[{d.policy_id or '-'}]" for d in authz.dry_run),
+            "allowed" if authz.allowed else "denied",
+        )
 
 
 # Decisions that depend on nothing but (mode, tls[, visible]) are shared constants.

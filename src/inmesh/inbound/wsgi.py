@@ -28,14 +28,24 @@ client's :class:`~inmesh.identity.spiffe.SpiffeId` or ``None``) and
 :class:`~inmesh.inbound.decide.InboundDecision`). In Flask:
 ``request.environ["inmesh.peer"]``.
 
+The app also sees exactly the normalized path the policies matched:
+``PATH_INFO`` is rewritten (``SCRIPT_NAME`` kept; a normalized path outside
+it is refused with 404) and ``RAW_URI``/``REQUEST_URI`` become the
+normalized target.
+
 What a refused request sees (the app is not called): ``403 Forbidden``,
 ``Content-Type: text/plain``, body ``peer authentication failed: <what>``
-(:class:`~inmesh.inbound.decide.RefusalReason`). No ``Connection`` header: WSGI
+(:class:`~inmesh.inbound.decide.RefusalReason`) or ``RBAC: access denied``
+(an AuthorizationPolicy; a CUSTOM authorizer chooses status, body and
+headers); ``400``/``404`` with an empty body when the method or path is
+refused. No ``Connection`` header: WSGI
 apps may not send hop-by-hop headers (gunicorn's sync worker closes anyway).
 """
 
 from __future__ import annotations
 
+import functools
+import http
 import ssl
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
@@ -44,7 +54,9 @@ from inmesh.identity.spiffe import SpiffeId
 from inmesh.inbound.asgi import DECISION_KEY
 from inmesh.inbound.asgi import connection_facts as _scope_facts
 from inmesh.inbound.context import InboundContext
-from inmesh.inbound.decide import ConnectionFacts, InboundDecider, InboundDecision
+from inmesh.inbound.decide import ConnectionFacts, InboundDecider, InboundDecision, RequestFacts
+from inmesh.policy.authz import AuthzRequest
+from inmesh.policy.normalize import NormalizedPath, wsgi_request_target
 
 __all__ = [
     "ENVIRON_DECISION_KEY",
@@ -117,6 +129,39 @@ def connection_facts(environ: Environ, *, trust_front_server: bool = False) -> C
     return ConnectionFacts(tls=False, local_port=port, via="WSGI server")
 
 
+def _local_ip(environ: Environ) -> str | None:
+    for key in _SOCKET_KEYS:
+        sock = environ.get(key)
+        if sock is not None:
+            try:
+                name = sock.getsockname()
+            except (OSError, AttributeError):
+                return None
+            return str(name[0]) if isinstance(name, tuple) and name else None
+    return None
+
+
+def _authz_request(environ: Environ, peer: SpiffeId | None, path: NormalizedPath) -> AuthzRequest:
+    return AuthzRequest.from_wsgi(environ, peer=peer, path=path, destination_ip=_local_ip(environ))
+
+
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Refused"
+
+
+def _with_path(environ: Environ, n: NormalizedPath) -> None:
+    """Make the app see the normalized path: ``SCRIPT_NAME`` + ``PATH_INFO`` = it."""
+    full = n.wsgi_path_info
+    script = str(environ.get("SCRIPT_NAME", ""))
+    environ["PATH_INFO"] = full[len(script) :] if script else full
+    for key in ("RAW_URI", "REQUEST_URI"):
+        if key in environ:
+            environ[key] = n.target
+
+
 def decision_of(environ: Environ) -> InboundDecision | None:
     """The decision inmesh made for this request, if any."""
     decision: InboundDecision | None = environ.get(ENVIRON_DECISION_KEY)
@@ -171,16 +216,29 @@ class MeshWSGIMiddleware:
                 return self.app(environ, start_response)
         incoming: str | None = environ.get(_XFCC_ENVIRON)
         facts = connection_facts(environ, trust_front_server=self.trust_front_server)
-        decision = self.decider.decide(facts, xfcc=incoming)
+        request = RequestFacts(
+            wsgi_request_target(environ),
+            str(environ.get("REQUEST_METHOD", "GET")),
+            functools.partial(_authz_request, environ),
+            str(environ.get("SCRIPT_NAME", "")),
+        )
+        decision = self.decider.decide(facts, xfcc=incoming, request=request)
         if not decision.allowed:
-            reason = decision.reason
-            assert reason is not None
-            body = reason.body
-            start_response(
-                "403 Forbidden",
-                [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
-            )
+            status = decision.status
+            assert status is not None
+            body = decision.body
+            headers = [("Content-Length", str(len(body)))]
+            if body or decision.authz is not None:
+                headers.insert(0, ("Content-Type", "text/plain"))
+            headers.extend(decision.response_headers)
+            start_response(_status_line(status), headers)
             return [body]
+        if decision.path is not None:
+            _with_path(environ, decision.path)
+        authz = decision.authz
+        if authz is not None:
+            for name, value in authz.upstream_headers:
+                environ["HTTP_" + name.upper().replace("-", "_")] = value
         if decision.xfcc is not None:
             environ[_XFCC_ENVIRON] = decision.xfcc
         elif incoming is not None:

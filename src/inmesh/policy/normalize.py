@@ -136,13 +136,32 @@ class NormalizedPath:
 
     @property
     def asgi_path(self) -> str:
-        """``scope["path"]`` for the app: percent-decoded, UTF-8 (invalid bytes replaced)."""
-        return unquote_to_bytes(self.raw_path).decode("utf-8", "replace")
+        """``scope["path"]`` for the app: percent-decoded, UTF-8 (invalid bytes replaced).
+
+        Escaped slashes (``%2F``, ``%5C``) that normalization kept stay escaped:
+        decoding them would hand the app a path with more segments than the
+        one the policies were evaluated on (``/admin%2Fx`` would route as
+        ``/admin/x``). Policies and app see the same segments.
+        """
+        return _decode_keeping_slashes(self.raw_path).decode("utf-8", "replace")
 
     @property
     def wsgi_path_info(self) -> str:
-        """``PATH_INFO`` for the app: percent-decoded bytes as latin-1 (PEP 3333)."""
-        return unquote_to_bytes(self.raw_path).decode("latin-1")
+        """``PATH_INFO`` for the app: percent-decoded bytes as latin-1 (PEP 3333).
+
+        Escaped slashes stay escaped, as in :attr:`asgi_path`.
+        """
+        return _decode_keeping_slashes(self.raw_path).decode("latin-1")
+
+
+_ESCAPED_SLASH_BYTES = re.compile(rb"(%2[fF]|%5[cC])")
+
+
+def _decode_keeping_slashes(raw: bytes) -> bytes:
+    parts = _ESCAPED_SLASH_BYTES.split(raw)
+    return b"".join(
+        part if i % 2 else unquote_to_bytes(part) for i, part in enumerate(parts)
+    )
 
 
 # -- Chromium's path character table (url_canon_path.cc, kPathCharLookup) ----------------

@@ -31,11 +31,20 @@ __all__ = [
     "Source",
 ]
 
-NOT_SHIPPED = "enforced by the mesh middleware, which this version does not ship yet"
+ENFORCED = (
+    "enforced by the inbound middleware (ASGI/WSGI) on the normalized path; "
+    "see docs/authorization.md"
+)
 JWT_NOTE = (
     "needs RequestAuthentication (JWT), which inmesh does not read yet: "
     "treated as a missing attribute"
 )
+
+
+def _validator_warns(_value: object) -> bool:
+    return True
+
+
 GATEWAYS_ONLY = "applies to gateways and waypoints, not to sidecars"
 _MTLS = "needs mutual TLS (the peer certificate); never matches a plaintext caller"
 _NOT_MTLS = "needs mutual TLS (the peer certificate); always matches a plaintext caller"
@@ -77,11 +86,13 @@ class Source:
         + _MTLS,
     )
     not_principals: tuple[str, ...] = spec_field(default=(), note=_NOT_MTLS)
+    # The parser's generic "not enforced yet" is left to the validator, which
+    # says precisely what these values do without a JWT (never/always match).
     request_principals: tuple[str, ...] = spec_field(
-        default=(), support=Support.NOT_YET, note=JWT_NOTE
+        default=(), support=Support.NOT_YET, note=JWT_NOTE, enforced_if=_validator_warns
     )
     not_request_principals: tuple[str, ...] = spec_field(
-        default=(), support=Support.NOT_YET, note=JWT_NOTE
+        default=(), support=Support.NOT_YET, note=JWT_NOTE, enforced_if=_validator_warns
     )
     namespaces: tuple[str, ...] = spec_field(
         default=(), note="the namespace in the peer identity; " + _MTLS
@@ -191,12 +202,11 @@ class AuthorizationPolicySpec:
     target_refs: tuple[PolicyTargetReference, ...] = spec_field(
         default=(), support=Support.IGNORED, note=GATEWAYS_ONLY
     )
-    rules: tuple[Rule, ...] = spec_field(default=(), support=Support.NOT_YET, note=NOT_SHIPPED)
+    rules: tuple[Rule, ...] = spec_field(default=(), note=ENFORCED)
     action: Action = spec_field(
         default=Action.ALLOW,
         istio_default=Action.ALLOW,
-        support=Support.NOT_YET,
-        note=NOT_SHIPPED,
+        note=ENFORCED,
     )
     provider: ExtensionProvider | None = spec_field(
         support=Support.PARTIAL,
