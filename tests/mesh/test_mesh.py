@@ -187,3 +187,24 @@ def test_registry_and_background_dns_follow_the_config(tmp_path: Path) -> None:
 def test_no_dns_thread_without_dns_endpoints() -> None:
     with inmesh.Mesh(workload=BACKEND):
         assert not any(t.name.startswith("inmesh-dns") for t in threading.enumerate())
+
+
+def test_bad_path_normalization_is_refused() -> None:
+    with pytest.raises(ValueError, match="MERGE_SLASHES"):
+        inmesh.Mesh(workload=BACKEND, path_normalization="merge")
+
+
+def test_asgi_and_wsgi_wrappers_use_this_mesh(tmp_path: Path) -> None:
+    from inmesh.inbound.asgi import MeshASGIMiddleware
+    from inmesh.inbound.wsgi import MeshWSGIMiddleware
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        pass
+
+    def wsgi_app(environ, start_response):  # type: ignore[no-untyped-def]
+        return []
+
+    with inmesh.Mesh(workload=BACKEND) as mesh:
+        assert isinstance(mesh.asgi(app), MeshASGIMiddleware)
+        assert isinstance(mesh.wsgi(wsgi_app), MeshWSGIMiddleware)
+        assert mesh.authorizer() is None
