@@ -1,0 +1,33 @@
+"""Outbound HTTP routing core (sans I/O): VirtualService matching and route decisions."""
+
+from .match import CompiledMatch, RequestAttrs, compile_match, compile_string_match, parse_query
+from .router import (
+    DEFAULT_ROUTE_NAME,
+    ORIGINAL_PATH_HEADER,
+    HeaderMutation,
+    NoRoute,
+    RandomSource,
+    RouteDecision,
+    RouteKind,
+    RouteTable,
+    WeightedDestination,
+    expand_host,
+)
+
+__all__ = [
+    "DEFAULT_ROUTE_NAME",
+    "ORIGINAL_PATH_HEADER",
+    "CompiledMatch",
+    "HeaderMutation",
+    "NoRoute",
+    "RandomSource",
+    "RequestAttrs",
+    "RouteDecision",
+    "RouteKind",
+    "RouteTable",
+    "WeightedDestination",
+    "compile_match",
+    "compile_string_match",
+    "expand_host",
+    "parse_query",
+]
