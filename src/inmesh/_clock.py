@@ -7,7 +7,6 @@ microseconds. The real ones are module-level singletons without state.
 
 from __future__ import annotations
 
-import random as _random
 import time
 from typing import Protocol
 
@@ -38,8 +37,3 @@ class MonotonicClock:
 
 
 MONOTONIC = MonotonicClock()
-
-
-def system_random() -> Random:
-    """A fresh, OS-seeded random source."""
-    return _random.Random()

@@ -22,7 +22,7 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar, Union, cast
+from typing import Any, TypeVar, Union, cast
 
 from inmesh.errors import Diagnostic, Severity
 
@@ -609,9 +609,3 @@ def parse_message(cls: type[T], raw: Any, path: Path, rep: Reporter) -> T | None
     except (TypeError, ValueError) as exc:  # a model __post_init__ refused the value
         rep.error(path, str(exc))
         return None
-
-
-class Message:
-    """Optional mixin for messages: ``__istio_name__`` names them in errors."""
-
-    __istio_name__: ClassVar[str]

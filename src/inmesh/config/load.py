@@ -180,16 +180,9 @@ def _expand_lists(
             )
             return
         for i in range(len(items)):
-            sub = _SubDocument(doc, (*prefix, "items", i))
-            yield from _expand_lists(sub.doc, sub.prefix, result, file)
+            yield from _expand_lists(doc, (*prefix, "items", i), result, file)
         return
     yield value, prefix
-
-
-@dataclass(frozen=True, slots=True)
-class _SubDocument:
-    doc: Document
-    prefix: Path
 
 
 def _load_one(

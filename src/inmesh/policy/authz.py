@@ -784,45 +784,57 @@ class AuthzEvaluator:
             try:
                 answer = c.authorizer.check(request, c.provider)
             except Exception as exc:  # the authorization server failed: deny (fail closed)
-                return AuthzDecision(
-                    False,
-                    403,
-                    b"",
-                    action="CUSTOM",
-                    policy_id=rule.policy_id,
-                    response_code_details=EXT_AUTHZ_ERROR,
-                    response_flags=UAEX,
-                    reason=f"CUSTOM provider {c.provider!r} failed: {exc!r}",
-                    provider=c.provider,
+                return _custom_denial(
+                    c.provider,
+                    rule.policy_id,
+                    EXT_AUTHZ_ERROR,
+                    f"CUSTOM provider {c.provider!r} failed: {exc!r}",
                 )
         if isinstance(answer, ExternalDecision):
             if answer.allowed:
                 return answer.upstream_headers
-            return AuthzDecision(
-                False,
-                answer.status,
-                answer.body,
-                action="CUSTOM",
-                policy_id=rule.policy_id,
-                response_code_details=EXT_AUTHZ_DENIED,
-                response_flags=UAEX,
-                reason=f"denied by CUSTOM provider {c.provider!r}",
-                provider=c.provider,
-                response_headers=answer.headers,
+            return _custom_denial(
+                c.provider,
+                rule.policy_id,
+                EXT_AUTHZ_DENIED,
+                f"denied by CUSTOM provider {c.provider!r}",
+                status=answer.status,
+                body=answer.body,
+                headers=answer.headers,
             )
         if answer:
             return ()
-        return AuthzDecision(
-            False,
-            403,
-            b"",
-            action="CUSTOM",
-            policy_id=rule.policy_id,
-            response_code_details=EXT_AUTHZ_DENIED,
-            response_flags=UAEX,
-            reason=f"denied by CUSTOM provider {c.provider!r}",
-            provider=c.provider,
+        return _custom_denial(
+            c.provider,
+            rule.policy_id,
+            EXT_AUTHZ_DENIED,
+            f"denied by CUSTOM provider {c.provider!r}",
         )
+
+
+def _custom_denial(
+    provider: str,
+    policy_id: str,
+    details: str,
+    reason: str,
+    *,
+    status: int = 403,
+    body: bytes = b"",
+    headers: tuple[tuple[str, str], ...] = (),
+) -> AuthzDecision:
+    """A request refused by (or because of) a CUSTOM provider: flag ``UAEX``."""
+    return AuthzDecision(
+        False,
+        status,
+        body,
+        action="CUSTOM",
+        policy_id=policy_id,
+        response_code_details=details,
+        response_flags=UAEX,
+        reason=reason,
+        provider=provider,
+        response_headers=headers,
+    )
 
 
 def _finish(

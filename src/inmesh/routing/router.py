@@ -25,8 +25,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any
 
+from inmesh._clock import Random
 from inmesh._re2 import compile_re2
 from inmesh.config.resources._common import Duration, Resource
 from inmesh.config.resources.virtual_service import (
@@ -65,10 +66,8 @@ DEFAULT_ROUTE_NAME = "default"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-class RandomSource(Protocol):
-    """The part of :class:`random.Random` weighted picks use."""
-
-    def randrange(self, stop: int, /) -> int: ...
+RandomSource = Random
+"""The random source weighted picks take (:class:`inmesh._clock.Random`)."""
 
 
 class RouteKind(str, Enum):
