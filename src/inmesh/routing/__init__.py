@@ -1,4 +1,8 @@
-"""Outbound HTTP routing core (sans I/O): VirtualService matching and route decisions."""
+"""Outbound HTTP routing core (sans I/O): VirtualService matching and route decisions.
+
+:mod:`.fault` (fault injection draws) and :mod:`.cors` (the CORS filter) are
+imported on their own, by routes that use them.
+"""
 
 from .match import CompiledMatch, RequestAttrs, compile_match, compile_string_match, parse_query
 from .router import (

@@ -207,6 +207,9 @@ class RouteDecision:
     direct_response: HTTPDirectResponse | None = None
     match: CompiledMatch | None = None
     rewrite_uri: str | None = None
+    mirror_targets: tuple[tuple[WeightedDestination, float], ...] = ()
+    """``(destination, share 0-1)`` per mirror (``mirror`` first, then ``mirrors``),
+    hosts expanded in the VirtualService's namespace; shares of 0 are left out."""
     _regex_rewrite: _RegexRewrite | None = None
     _cumulative: tuple[int, ...] = field(default=(), repr=False)
 
@@ -431,6 +434,27 @@ def _decisions_for_route(
             )
         if not dests:
             return None
+    mirror_targets: list[tuple[WeightedDestination, float]] = []
+    if kind is RouteKind.ROUTE:
+        candidates: list[tuple[Destination, float]] = []
+        if route.mirror is not None:
+            candidates.append((route.mirror, route.mirror_share))
+        for mp in route.mirrors:
+            if mp.destination is not None:
+                share = 1.0 if mp.percentage is None else mp.percentage.fraction
+                candidates.append((mp.destination, share))
+        for md, share in candidates:
+            if share > 0.0 and md.host:
+                mirror_targets.append(
+                    (
+                        WeightedDestination(
+                            host=expand_host(md.host, ns, suffix),
+                            subset=md.subset,
+                            port=md.port.number if md.port is not None else None,
+                        ),
+                        min(share, 1.0),
+                    )
+                )
     out = []
     for m in matches:
         out.append(
@@ -446,6 +470,7 @@ def _decisions_for_route(
                     direct_response=route.direct_response,
                     match=m,
                     rewrite_uri=rewrite_uri,
+                    mirror_targets=tuple(mirror_targets),
                     _regex_rewrite=regex_rewrite,
                     _cumulative=tuple(cumulative),
                 ),
