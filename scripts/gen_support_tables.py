@@ -1,4 +1,8 @@
-"""Generate the per-field Istio support tables in docs/configuration.md from the model.
+"""Generate the per-field Istio support tables in the docs from the model.
+
+docs/configuration.md gets every kind; docs/traffic-management.md the
+VirtualService and DestinationRule tables again, next to the text that
+explains them.
 
     python scripts/gen_support_tables.py          # rewrite the generated section
     python scripts/gen_support_tables.py --check  # exit 1 if it is out of date (CI)
@@ -31,7 +35,10 @@ from inmesh.config._schema import (  # noqa: E402
 )
 from inmesh.config.dump import to_data  # noqa: E402
 
-DOC = ROOT / "docs" / "configuration.md"
+DOCS: dict[Path, tuple[str, ...] | None] = {
+    ROOT / "docs" / "configuration.md": None,
+    ROOT / "docs" / "traffic-management.md": ("VirtualService", "DestinationRule"),
+}
 BEGIN = "<!-- BEGIN GENERATED: support tables (scripts/gen_support_tables.py) -->"
 END = "<!-- END GENERATED: support tables -->"
 _RANK = {Support.SUPPORTED: 0, Support.PARTIAL: 1, Support.IGNORED: 2, Support.NOT_YET: 3}
@@ -87,10 +94,12 @@ def cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render() -> str:
+def render(only: tuple[str, ...] | None = None) -> str:
     _ = kinds
     out = [BEGIN, ""]
     for info in all_kinds():
+        if only is not None and info.kind not in only:
+            continue
         out.append(f"### {info.kind}")
         out.append("")
         out.append(f"{info.doc} API versions: {', '.join(f'`{v}`' for v in info.api_versions)}.")
@@ -116,22 +125,26 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args()
-    text = DOC.read_text()
-    if BEGIN not in text or END not in text:
-        print(f"{DOC}: generated-section markers are missing", file=sys.stderr)
-        return 1
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    new = head + render() + tail
-    if args.check:
-        if new != text:
+    status = 0
+    for doc, only in DOCS.items():
+        text = doc.read_text()
+        if BEGIN not in text or END not in text:
+            print(f"{doc}: generated-section markers are missing", file=sys.stderr)
+            status = 1
+            continue
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        new = head + render(only) + tail
+        if new == text:
+            continue
+        if args.check:
             print(
-                f"{DOC} is out of date: run python scripts/gen_support_tables.py", file=sys.stderr
+                f"{doc} is out of date: run python scripts/gen_support_tables.py", file=sys.stderr
             )
-            return 1
-        return 0
-    DOC.write_text(new)
-    return 0
+            status = 1
+        else:
+            doc.write_text(new)
+    return status
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ PAIRS = (
 RULES = (
     (r"\(async source\)", "(generated from the _async twin by scripts/unasync.py: do not edit)"),
     (r"^\s*@pytest\.mark\.anyio\n", ""),
+    (r"\bhttpx\.AsyncByteStream\b", "httpx.SyncByteStream"),
+    (r"\bsleep_async\b", "sleep_sync"),
+    (r"\basync_transport\b", "transport"),
     (r"(?<![A-Za-z0-9])Async(?=[A-Z])", ""),  # AsyncConnector, _AsyncMappedStream, httpcore.AsyncX
     (r"\._async\.", "._sync."),
     (r"\bAnyIOBackend\b", "SyncBackend"),

@@ -8,8 +8,8 @@ One ``Mesh`` is one workload's sidecar, in the process. It owns:
 * the workload's identity (a certificate source that rotates),
 
 and hands out the pieces that sit in the request paths: ``asgi(app)``,
-``wsgi(app)``, ``serve(app, ...)`` (and, with the outbound transports,
-``transport()``/``async_transport()``).
+``wsgi(app)``, ``serve(app, ...)`` for inbound traffic and ``transport()`` /
+``async_transport()`` (httpx transports) for outbound traffic.
 
 Lifecycle: a ``Mesh`` is started by its constructor (configuration and
 certificates are loaded and checked there, so mistakes surface at start-up)
@@ -41,11 +41,17 @@ from .policy.peer_authn import (
 )
 
 if TYPE_CHECKING:
+    from ._clock import Random
     from .discovery.dns import DnsCache
     from .discovery.registry import Registry
     from .identity.sources import CertificateSource
     from .identity.spiffe import SpiffeId
+    from .outbound._async.transport import AsyncMeshTransport
+    from .outbound._common import PoolLimits
+    from .outbound._sync.transport import MeshTransport
+    from .outbound.plan import ClusterManager, OutboundPlanner
     from .policy.authz import AuthzEvaluator, ExternalAuthorizer
+    from .policy.peer_authn import PeerAuthnPolicy
 
 __all__ = ["Mesh"]
 
@@ -62,6 +68,7 @@ class _Compiled:
     peer_authentication: EffectivePeerAuthentication
     registry: Registry
     authorizer: AuthzEvaluator | None
+    peer_policies: tuple[PeerAuthnPolicy, ...]
 
 
 class Mesh:
@@ -94,6 +101,9 @@ class Mesh:
       same normalized path.
     * ``trust_forwarded_client_cert``: trust ``x-forwarded-client-cert`` sent
       by the network (only behind a proxy that sets it); off by default.
+    * ``outbound_traffic_policy``: MeshConfig's ``outboundTrafficPolicy.mode``:
+      ``ALLOW_ANY`` (default) passes requests for hosts outside the registry
+      through; ``REGISTRY_ONLY`` answers them with Istio's 502.
 
     Raises :class:`~inmesh.errors.ConfigError` for an invalid configuration
     and :class:`~inmesh.errors.CertificateError` for an unusable certificate.
@@ -116,6 +126,7 @@ class Mesh:
         dns_resolver: Any = None,
         custom_authorizer: ExternalAuthorizer | None = None,
         path_normalization: str = "BASE",
+        outbound_traffic_policy: str = "ALLOW_ANY",
     ) -> None:
         if cert_dir is not None and identity is not None:
             raise TypeError("give cert_dir or identity, not both")
@@ -136,7 +147,17 @@ class Mesh:
             domain_suffix=domain_suffix,
             trust_domain=trust_domain,
         )
+        from .outbound.plan import OutboundOptions
+
+        self._outbound_options = OutboundOptions(
+            outbound_traffic_policy=outbound_traffic_policy,
+            root_namespace=root_namespace,
+            domain_suffix=domain_suffix,
+        )
         self._lock = threading.Lock()
+        self._planner_lock = threading.Lock()
+        self._planner: OutboundPlanner | None = None
+        self._clusters: ClusterManager | None = None
         self._closed = False
         self._store = ConfigStore(
             paths, options=self._options, watch=watch, poll_interval=poll_interval
@@ -191,6 +212,7 @@ class Mesh:
         ``INMESH_TRUST_DOMAIN``   SPIFFE trust domain (default ``cluster.local``)
         ``INMESH_ROOT_NAMESPACE`` Istio root namespace (default ``istio-system``)
         ``INMESH_TRUST_XFCC``     ``true`` to trust an incoming XFCC header
+        ``INMESH_OUTBOUND_TRAFFIC_POLICY`` ``ALLOW_ANY`` (default) or ``REGISTRY_ONLY``
         ======================== ==============================================
 
         Keyword arguments override what the environment says.
@@ -218,6 +240,8 @@ class Mesh:
             kwargs["root_namespace"] = env["INMESH_ROOT_NAMESPACE"]
         if env.get("INMESH_TRUST_XFCC"):
             kwargs["trust_forwarded_client_cert"] = _truthy(env["INMESH_TRUST_XFCC"])
+        if env.get("INMESH_OUTBOUND_TRAFFIC_POLICY"):
+            kwargs["outbound_traffic_policy"] = env["INMESH_OUTBOUND_TRAFFIC_POLICY"].upper()
         kwargs.update(overrides)
         return cls(**kwargs)
 
@@ -297,6 +321,94 @@ class Mesh:
 
         return MeshWSGIMiddleware(app, self, **options)
 
+    def transport(
+        self,
+        *,
+        errors: str = "reply",
+        limits: PoolLimits | None = None,
+        mirror_max_in_flight: int = 64,
+        mirror_body_limit: int = 1 << 20,
+        rng: Random | None = None,
+    ) -> MeshTransport:
+        """An ``httpx.BaseTransport`` that routes requests through the mesh.
+
+        >>> client = httpx.Client(transport=mesh.transport())  # doctest: +SKIP
+        >>> client.get("http://backend:8080/api")               # doctest: +SKIP
+
+        * ``errors``: ``"reply"`` (default) answers like Envoy would, with a
+          local reply (404 ``NR``, 503 ``UH``, ...); ``"raise"`` raises the
+          matching :class:`~inmesh.outbound.LocalReplyError` (or the
+          ``httpx.ConnectError`` subclass of a connection failure) instead.
+        * ``limits``: connection pool limits per destination.
+        * ``mirror_max_in_flight``: shadow requests running at once; more are
+          dropped. ``mirror_body_limit``: bytes of a streamed body kept to
+          mirror it.
+        * ``rng``: the random source of weighted picks, faults and mirrors
+          (default: a private :class:`random.Random`).
+
+        Thread-safe; close it, or the ``httpx.Client`` that owns it, before
+        the mesh.
+        """
+        from .outbound._sync.connect import Connector
+        from .outbound._sync.transport import MeshTransport
+
+        self.outbound_planner()  # compile now, so configuration errors surface here
+        connector = (
+            Connector(self._identity, limits=limits) if limits else Connector(self._identity)
+        )
+        return MeshTransport(
+            self,
+            connector,
+            errors=errors,
+            rng=rng,
+            mirror_max_in_flight=mirror_max_in_flight,
+            mirror_body_limit=mirror_body_limit,
+        )
+
+    def async_transport(
+        self,
+        *,
+        errors: str = "reply",
+        limits: PoolLimits | None = None,
+        mirror_max_in_flight: int = 64,
+        mirror_body_limit: int = 1 << 20,
+        rng: Random | None = None,
+    ) -> AsyncMeshTransport:
+        """An ``httpx.AsyncBaseTransport`` that routes requests through the mesh.
+
+        Same options as :meth:`transport`; works on asyncio and trio.
+        """
+        from .outbound._async.connect import AsyncConnector
+        from .outbound._async.transport import AsyncMeshTransport
+
+        self.outbound_planner()
+        def connector() -> AsyncConnector:
+            return (
+                AsyncConnector(self._identity, limits=limits)
+                if limits
+                else AsyncConnector(self._identity)
+            )
+
+        return AsyncMeshTransport(
+            self,
+            connector(),
+            shadow_connector=connector(),
+            errors=errors,
+            rng=rng,
+            mirror_max_in_flight=mirror_max_in_flight,
+            mirror_body_limit=mirror_body_limit,
+        )
+
+    def outbound_planner(self) -> OutboundPlanner:
+        """The outbound decision path for the configuration in force (compiled on first use)."""
+        planner = self._planner
+        if planner is not None:
+            return planner  # reloads replace it (see _on_snapshot)
+        with self._planner_lock:
+            if self._planner is None:
+                self._planner = self._build_planner(self._compiled)
+            return self._planner
+
     def serve(self, app: Any, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
         """Serve ``app`` (ASGI or WSGI) with mTLS per PeerAuthentication, until stopped."""
         from .inbound.serve import serve
@@ -356,8 +468,9 @@ class Mesh:
     # -- internals ------------------------------------------------------------
 
     def _compile(self, snapshot: ConfigSnapshot) -> _Compiled:
+        policies = policies_from_snapshot(snapshot.of_kind("PeerAuthentication"))
         pa = effective_peer_authentication(
-            policies_from_snapshot(snapshot.of_kind("PeerAuthentication")),
+            policies,
             namespace=self._workload.namespace,
             labels=self._workload.labels,
             root_namespace=self._options.root_namespace,
@@ -377,12 +490,36 @@ class Mesh:
             peer_authentication=pa,
             registry=registry,
             authorizer=None if evaluator.is_noop else evaluator,
+            peer_policies=tuple(policies),
+        )
+
+    def _build_planner(self, compiled: _Compiled) -> OutboundPlanner:
+        from .outbound.plan import ClusterManager, OutboundPlanner
+
+        if self._clusters is None:
+            import random
+
+            from ._clock import MONOTONIC
+
+            self._clusters = ClusterManager(
+                clock=MONOTONIC, rng=random.Random(), workload=self._workload
+            )
+        return OutboundPlanner(
+            compiled.snapshot,
+            compiled.registry,
+            self._workload,
+            self._clusters,
+            self._outbound_options,
+            peer_authentication=compiled.peer_policies,
         )
 
     def _on_snapshot(self, snapshot: ConfigSnapshot) -> None:
         compiled = self._compile(snapshot)
         previous = self._compiled.peer_authentication
-        self._compiled = compiled
+        with self._planner_lock:
+            if self._planner is not None:
+                self._planner = self._build_planner(compiled)
+            self._compiled = compiled
         self._update_dns(compiled.registry.dns_hostnames)
         if previous.mode != compiled.peer_authentication.mode:
             log.info(

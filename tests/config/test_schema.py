@@ -78,11 +78,12 @@ def test_wrong_api_version_lists_the_served_ones() -> None:
 def test_not_enforced_fields_warn_once_at_the_outermost_field() -> None:
     result = load_spec(
         "DestinationRule",
-        "host: a\ntrafficPolicy:\n  loadBalancer: {simple: RANDOM}\n  connectionPool: {tcp: {maxConnections: 1}}",
+        "host: a\ntrafficPolicy:\n  loadBalancer: {simple: RANDOM}\n"
+        "  connectionPool: {tcp: {maxConnections: 1}, http: {h2UpgradePolicy: UPGRADE}}",
     )
     assert not result.errors
     warned = [w.path for w in result.warnings if "not enforced yet" in w.message]
-    assert warned == ["spec.trafficPolicy"]
+    assert warned == ["spec.trafficPolicy.connectionPool"]
 
 
 def test_namespace_defaults_and_list_items_keep_lines() -> None:

@@ -913,7 +913,9 @@ def test_enough_cases() -> None:
 # Warned (valid, but a warning names the field): (spec, path, text in message)
 
 WARNINGS: list[Any] = [
-    pytest.param(H(R("name: a")), "spec.http", "not enforced yet", id="http-not-shipped"),
+    pytest.param(
+        H(R("timeout: 2s")), "spec.http[0].timeout", "not enforced yet", id="timeout-not-yet"
+    ),
     pytest.param(
         H(R("name: a"), extra="gateways: [istio-system/ingress]\n"),
         "spec.gateways",
@@ -1099,15 +1101,17 @@ def test_distinct_rules_are_not_flagged(rules: tuple[str, ...]) -> None:
     assert not [w for w in result.warnings if "never used" in w.message]
 
 
-def test_clean_resource_has_only_the_http_warning() -> None:
+def test_routing_fields_have_no_support_warning() -> None:
+    result = assert_valid(VS, H(R("name: a")))
+    assert not result.warnings
     result = assert_valid(VS, H(R("timeout: 2s, retries: {attempts: 3, perTryTimeout: 500ms}")))
-    assert [w.path for w in result.warnings] == ["spec.http"]
+    assert [w.path for w in result.warnings] == ["spec.http[0].timeout", "spec.http[0].retries"]
 
 
-def test_nested_support_warnings_are_quiet_under_http() -> None:
-    # match.gateways is PARTIAL and delegate NOT_YET, but http itself is NOT_YET
+def test_nested_support_warnings() -> None:
+    # match.gateways [mesh] is enforced; delegate is NOT_YET
     result = assert_valid(VS, H(M("{gateways: [mesh]}", "delegate: {name: r2}")))
-    assert [w.path for w in result.warnings] == ["spec.http"]
+    assert [w.path for w in result.warnings] == ["spec.http[0].delegate"]
 
 
 def test_tls_routes_warn_that_they_are_not_applied() -> None:
@@ -1252,7 +1256,7 @@ def test_enums_defaults_and_deprecated_fields() -> None:
 
 def test_support_metadata() -> None:
     top = {f.yaml: f for f in fields_of(VirtualServiceSpec)}
-    assert top["http"].support is Support.NOT_YET and "transports" in top["http"].note
+    assert top["http"].support is Support.SUPPORTED and "transport" in top["http"].note
     assert top["tls"].support is top["tcp"].support is Support.NOT_YET
     assert "TLS/TCP routes are accepted and validated but not applied" in top["tls"].note
     assert top["gateways"].support is Support.PARTIAL and "mesh" in top["gateways"].note
@@ -1267,8 +1271,6 @@ def test_support_metadata() -> None:
             "redirect",
             "directResponse",
             "rewrite",
-            "timeout",
-            "retries",
             "fault",
             "mirror",
             "mirrors",
@@ -1276,6 +1278,7 @@ def test_support_metadata() -> None:
             "headers",
         )
     )
+    assert route["timeout"].support is route["retries"].support is Support.NOT_YET
     match = {f.yaml: f for f in fields_of(HTTPMatchRequest)}
     assert match["statPrefix"].support is Support.IGNORED
     for fs in (*top.values(), *route.values(), *match.values()):

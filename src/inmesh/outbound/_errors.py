@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 from collections.abc import Hashable, Iterator
+from typing import Any
 
 import httpcore
 import httpx
@@ -317,3 +318,55 @@ def map_httpcore_exceptions(request: httpx.Request | None = None) -> Iterator[No
         if request is not None:
             new.request = request
         raise new from exc
+
+
+# -- local replies as exceptions (errors="raise") -------------------------------
+
+
+class LocalReplyError(InmeshError, httpx.TransportError):
+    """The mesh answered the request itself, with an Envoy local reply.
+
+    Raised instead of returning the reply by transports made with
+    ``errors="raise"``. ``reply`` is the
+    :class:`~inmesh.outbound.replies.LocalReply` (status, body, flags,
+    details) and ``info`` the request's
+    :class:`~inmesh.outbound.replies.RequestInfo`.
+    """
+
+    def __init__(
+        self, message: str, *, reply: Any, info: Any, request: httpx.Request | None = None
+    ) -> None:
+        httpx.TransportError.__init__(self, message)
+        if request is not None:
+            self.request = request
+        self.reply = reply
+        self.info = info
+
+    @property
+    def status_code(self) -> int:
+        """The status the reply would have had."""
+        return int(self.reply.status)
+
+    @property
+    def response_flags(self) -> str:
+        return ",".join(self.reply.flags) or "-"
+
+
+class NoRouteError(LocalReplyError):
+    """404 ``NR``: a VirtualService exists for the host but none of its routes matched."""
+
+
+class RegistryOnlyError(LocalReplyError):
+    """502: the host is not in the registry and the mesh is ``REGISTRY_ONLY``."""
+
+
+class NoClusterError(LocalReplyError):
+    """503 ``NC``: the route's destination (host, port or subset) does not exist."""
+
+
+class NoHealthyUpstreamError(LocalReplyError, httpx.ConnectError):
+    """503 ``UH``: the destination has no (healthy) endpoint."""
+
+
+class FaultAbortError(LocalReplyError):
+    """The route's fault injection aborted the request (flag ``FI``)."""

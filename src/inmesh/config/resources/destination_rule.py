@@ -60,9 +60,7 @@ __all__ = [
 ]
 
 _HTTP2_ONLY = "inmesh speaks HTTP/1.1 to upstreams"
-_NOT_SHIPPED = (
-    "traffic policies are applied by the mesh transports, which this version does not ship yet"
-)
+_RESILIENCE_NOT_YET = "parsed, validated and merged; the transports do not enforce it yet"
 
 
 # ---------------------------------------------------------------------------
@@ -524,8 +522,12 @@ class PortTrafficPolicy:
     __istio_name__: ClassVar[str] = "PortTrafficPolicy"
     port: PortSelector | None = spec_field(note="required: {number: <port>}")
     load_balancer: LoadBalancerSettings | None = spec_field()
-    connection_pool: ConnectionPoolSettings | None = spec_field()
-    outlier_detection: OutlierDetection | None = spec_field()
+    connection_pool: ConnectionPoolSettings | None = spec_field(
+        support=Support.NOT_YET, note=_RESILIENCE_NOT_YET
+    )
+    outlier_detection: OutlierDetection | None = spec_field(
+        support=Support.PARTIAL, note="as trafficPolicy.outlierDetection"
+    )
     tls: ClientTLSSettings | None = spec_field()
 
 
@@ -569,9 +571,13 @@ class TrafficPolicy:
     load_balancer: LoadBalancerSettings | None = spec_field(
         note="unset: LEAST_REQUEST, and the mesh's locality settings"
     )
-    connection_pool: ConnectionPoolSettings | None = spec_field()
+    connection_pool: ConnectionPoolSettings | None = spec_field(
+        support=Support.NOT_YET, note=_RESILIENCE_NOT_YET
+    )
     outlier_detection: OutlierDetection | None = spec_field(
-        note="unset: no endpoint is ever ejected"
+        support=Support.PARTIAL,
+        note="unset: no endpoint is ever ejected; set: switches locality priorities on and the "
+        "panic threshold off, as in Istio; ejection itself is not enforced yet",
     )
     tls: ClientTLSSettings | None = spec_field(
         note="unset: mutual TLS when the destination is in the mesh, else plain text"
@@ -588,7 +594,9 @@ class TrafficPolicy:
         support=Support.NOT_YET, note="inmesh does not send PROXY protocol headers to upstreams yet"
     )
     retry_budget: RetryBudget | None = spec_field(
-        note="replaces connectionPool.http.maxRetries as the limit on concurrent retries"
+        support=Support.NOT_YET,
+        note="replaces connectionPool.http.maxRetries as the limit on concurrent retries; "
+        + _RESILIENCE_NOT_YET,
     )
 
     @property
@@ -620,12 +628,12 @@ class DestinationRuleSpec:
         required=True,
         note="a service in the registry; short names are read in the rule's namespace",
     )
-    traffic_policy: TrafficPolicy | None = spec_field(support=Support.NOT_YET, note=_NOT_SHIPPED)
+    traffic_policy: TrafficPolicy | None = spec_field(
+        note="applies to every cluster of the host unless a port entry or subset replaces a block"
+    )
     subsets: tuple[Subset, ...] = spec_field(
         default=(),
-        support=Support.NOT_YET,
-        note="subsets are resolved by the mesh transports, which this version does not ship "
-        "yet; they are checked and recorded",
+        note="a route naming a subset no rule defines gets 503 NC, as in Istio",
     )
     export_to: tuple[str, ...] = spec_field(default=(), note="unset: all namespaces")
     workload_selector: MatchLabelsSelector | None = spec_field(

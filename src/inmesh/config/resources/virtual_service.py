@@ -58,9 +58,7 @@ MESH_GATEWAY = "mesh"
 """The reserved gateway name for the sidecars of the mesh (and so for inmesh)."""
 
 _L4_ONLY = "inmesh routes HTTP only; TLS/TCP routes are accepted and validated but not applied"
-_HTTP_NOT_SHIPPED = (
-    "HTTP routing is applied by the mesh transports, which this version does not ship yet"
-)
+_RESILIENCE_NOT_YET = "parsed and validated; the transports do not enforce it yet"
 _MESH_ONLY = "only 'mesh' applies (no gateways listed means mesh); inmesh is not a gateway"
 _ISTIO_REJECTS = "Istio refuses this field: it is not supported yet"
 
@@ -403,8 +401,11 @@ class HTTPRoute:
         note="delegate VirtualServices are accepted and validated but not merged yet",
     )
     rewrite: HTTPRewrite | None = spec_field()
-    timeout: Duration | None = spec_field(note="unset: no timeout (Envoy's 15s is not used)")
-    retries: HTTPRetry | None = spec_field()
+    timeout: Duration | None = spec_field(
+        support=Support.NOT_YET,
+        note="unset: no timeout (Envoy's 15s is not used); " + _RESILIENCE_NOT_YET,
+    )
+    retries: HTTPRetry | None = spec_field(support=Support.NOT_YET, note=_RESILIENCE_NOT_YET)
     fault: HTTPFaultInjection | None = spec_field()
     mirror: Destination | None = spec_field()
     mirrors: tuple[HTTPMirrorPolicy, ...] = spec_field(default=())
@@ -491,7 +492,7 @@ class VirtualServiceSpec:
         enforced_if=lambda gws: not gws or set(gws) == {MESH_GATEWAY},
     )
     http: tuple[HTTPRoute, ...] = spec_field(
-        default=(), support=Support.NOT_YET, note=_HTTP_NOT_SHIPPED
+        default=(), note="applied by mesh.transport() / mesh.async_transport(); first match wins"
     )
     tls: tuple[TLSRoute, ...] = spec_field(default=(), support=Support.NOT_YET, note=_L4_ONLY)
     tcp: tuple[TCPRoute, ...] = spec_field(default=(), support=Support.NOT_YET, note=_L4_ONLY)

@@ -1,0 +1,243 @@
+"""Outbound cost: the decision path alone, and keep-alive round trips with and without the mesh.
+
+    python benchmarks/outbound.py [--decisions 20000] [--requests 3000] [--rounds 5]
+
+Part 1, decision path (no network): for 1 / 100 / 1,000 VirtualServices and
+10 / 1,000 / 10,000 endpoints behind the routed service, the microseconds one
+request spends in what the transport decides per request: building the
+request attributes, :meth:`OutboundPlanner.route` (registry lookup,
+VirtualService match, weighted destination, cluster), the balancer pick
+(LEAST_REQUEST), the upstream headers, and the feedback (``Host.end``).
+Median of ``--rounds`` rounds of ``--decisions`` requests each.
+
+Part 2, round trips: the same uvicorn server (plain HTTP/1.1 on 127.0.0.1,
+ASGI app answering ``ok``) called sequentially over one keep-alive
+connection by bare ``httpx.Client`` and by ``httpx.Client(transport=
+mesh.transport())`` (a ServiceEntry routes ``echo:8080`` to it), alternated
+in rounds within one run so both see the same machine. Reports requests per
+second of each and their ratio (mesh / bare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from inmesh import Mesh, Workload
+from inmesh.config.snapshot import build_snapshot
+from inmesh.discovery.registry import Registry
+from inmesh.outbound.plan import (
+    ClusterManager,
+    OutboundOptions,
+    OutboundPlanner,
+    Routed,
+    upstream_headers,
+)
+from inmesh.routing.match import RequestAttrs
+
+WORKLOAD = Workload("frontend", service_account="frontend-sa", labels={"app": "frontend"})
+
+
+def config_text(services: int, endpoints: int) -> str:
+    docs = []
+    for i in range(services):
+        docs.append(
+            f"""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: svc{i}, namespace: default}}
+spec:
+  hosts: [svc{i}]
+  http:
+  - match: [{{headers: {{end-user: {{exact: jason}}}}}}]
+    route: [{{destination: {{host: svc{i}, subset: v2}}}}]
+  - match: [{{uri: {{prefix: /api/}}}}]
+    route:
+    - {{destination: {{host: svc{i}, subset: v1}}, weight: 90}}
+    - {{destination: {{host: svc{i}, subset: v2}}, weight: 10}}
+"""
+        )
+        docs.append(
+            f"""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: svc{i}, namespace: default}}
+spec:
+  host: svc{i}
+  trafficPolicy: {{loadBalancer: {{simple: LEAST_REQUEST}}}}
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+"""
+        )
+        n = endpoints if i == services - 1 else 2
+        if n <= 4096:
+            eps = "\n".join(
+                f"  - {{address: {_ip(j)}, labels: {{version: v{1 + (j % 2)}}}}}" for j in range(n)
+            )
+            body = f"  endpoints:\n{eps}\n"
+        else:  # Istio allows 4096 inline endpoints: select WorkloadEntries instead
+            body = f"  workloadSelector: {{labels: {{app: svc{i}}}}}\n"
+            docs.extend(
+                f"""apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: svc{i}-{j}, namespace: default}}
+spec: {{address: {_ip(j)}, labels: {{app: svc{i}, version: v{1 + (j % 2)}}}}}
+"""
+                for j in range(n)
+            )
+        docs.append(
+            f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: svc{i}, namespace: default}}
+spec:
+  hosts: [svc{i}.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+{body}"""
+        )
+    return "---\n".join(docs)
+
+
+def _ip(j: int) -> str:
+    return f"10.{(j >> 16) & 255}.{(j >> 8) & 255}.{j & 255}"
+
+
+def decision_cost(services: int, endpoints: int, n: int, rounds: int) -> float:
+    snapshot = build_snapshot(config_text(services, endpoints))
+    registry = Registry.from_snapshot(snapshot)
+    rng = random.Random(1)
+    manager = ClusterManager(clock=_Clock(), rng=rng, workload=WORKLOAD)
+    planner = OutboundPlanner(snapshot, registry, WORKLOAD, manager, OutboundOptions())
+    host = f"svc{services - 1}:8080"
+    raw_headers = [(b"host", host.encode()), (b"user-agent", b"bench"), (b"accept", b"*/*")]
+    str_headers = [(k.decode(), v.decode()) for k, v in raw_headers]
+
+    def one() -> None:
+        attrs = RequestAttrs.build(
+            method="GET",
+            scheme="http",
+            authority=host,
+            target="/api/items?x=1",
+            headers=str_headers,
+        )
+        routed = planner.route(attrs, rng)
+        assert isinstance(routed, Routed)
+        picked, _ = routed.cluster.pick(attrs, rng)
+        assert picked is not None
+        picked.begin()
+        upstream_headers(raw_headers, routed, attempt=1, scheme="http")
+        picked.end()
+
+    for _ in range(200):
+        one()  # build clusters, warm caches
+    results = []
+    for _ in range(rounds):
+        gc.collect()
+        start = time.perf_counter()
+        for _ in range(n):
+            one()
+        results.append((time.perf_counter() - start) / n * 1e6)
+    return statistics.median(results)
+
+
+class _Clock:
+    def now(self) -> float:
+        return time.monotonic()
+
+
+async def _ok_app(scope, receive, send):  # type: ignore[no-untyped-def]
+    if scope["type"] != "http":
+        return
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+    )
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def round_trips(requests: int, rounds: int) -> tuple[float, float]:
+    import threading
+
+    import uvicorn
+
+    # uvicorn binds the socket itself: asyncio then sets TCP_NODELAY on accepted
+    # connections (it does not for a socket passed in with proto 0, and Nagle's
+    # algorithm with delayed ACKs would add ~40 ms to every response).
+    config = uvicorn.Config(
+        _ok_app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "se.yaml").write_text(
+            f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP, targetPort: {port}}}]
+  endpoints: [{{address: 127.0.0.1}}]
+"""
+        )
+        with (
+            Mesh(tmp, workload=WORKLOAD, watch=False) as mesh,
+            httpx.Client() as bare,
+            httpx.Client(transport=mesh.transport()) as meshed,
+        ):
+            bare_url = f"http://127.0.0.1:{port}/"
+            mesh_url = "http://echo:8080/"
+            for _ in range(200):
+                bare.get(bare_url)
+                meshed.get(mesh_url)
+            bare_rps: list[float] = []
+            mesh_rps: list[float] = []
+            for _ in range(rounds):
+                for client, url, out in ((bare, bare_url, bare_rps), (meshed, mesh_url, mesh_rps)):
+                    gc.collect()
+                    start = time.perf_counter()
+                    for _ in range(requests):
+                        client.get(url)
+                    out.append(requests / (time.perf_counter() - start))
+    server.should_exit = True
+    thread.join(10)
+    return statistics.median(bare_rps), statistics.median(mesh_rps)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--decisions", type=int, default=20_000)
+    parser.add_argument("--requests", type=int, default=3_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--skip-round-trips", action="store_true")
+    args = parser.parse_args(argv)
+    print(f"python {sys.version.split()[0]}")
+    print("decision path, us per request (median of rounds):")
+    print(f"{'VirtualServices':>16} {'endpoints':>10} {'us':>8}")
+    for services in (1, 100, 1000):
+        for endpoints in (10, 1000, 10_000):
+            us = decision_cost(services, endpoints, args.decisions, args.rounds)
+            print(f"{services:>16} {endpoints:>10} {us:>8.2f}")
+    if not args.skip_round_trips:
+        bare, meshed = round_trips(args.requests, args.rounds)
+        print("keep-alive round trips, sync httpx, requests/s (median of rounds):")
+        print(f"  bare httpx   {bare:8.0f}")
+        print(f"  mesh         {meshed:8.0f}")
+        print(f"  ratio        {meshed / bare:8.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
