@@ -1,0 +1,1 @@
+"""Tests of inmesh.resilience (sans I/O: fake clocks, seeded random)."""
