@@ -1,8 +1,8 @@
 """Generate the per-field Istio support tables in the docs from the model.
 
-docs/configuration.md gets every kind; docs/traffic-management.md the
-VirtualService and DestinationRule tables again, next to the text that
-explains them.
+docs/configuration.md gets every kind; docs/traffic-management.md and
+docs/resilience.md the VirtualService and DestinationRule tables again, next
+to the text that explains them.
 
     python scripts/gen_support_tables.py          # rewrite the generated section
     python scripts/gen_support_tables.py --check  # exit 1 if it is out of date (CI)
@@ -38,6 +38,7 @@ from inmesh.config.dump import to_data  # noqa: E402
 DOCS: dict[Path, tuple[str, ...] | None] = {
     ROOT / "docs" / "configuration.md": None,
     ROOT / "docs" / "traffic-management.md": ("VirtualService", "DestinationRule"),
+    ROOT / "docs" / "resilience.md": ("DestinationRule",),
 }
 BEGIN = "<!-- BEGIN GENERATED: support tables (scripts/gen_support_tables.py) -->"
 END = "<!-- END GENERATED: support tables -->"

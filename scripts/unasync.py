@@ -27,6 +27,8 @@ RULES = (
     (r"\bhttpx\.AsyncByteStream\b", "httpx.SyncByteStream"),
     (r"\bsleep_async\b", "sleep_sync"),
     (r"\basync_transport\b", "transport"),
+    (r"\b__anext__\b", "__next__"),
+    (r"\bStopAsyncIteration\b", "StopIteration"),
     (r"(?<![A-Za-z0-9])Async(?=[A-Z])", ""),  # AsyncConnector, _AsyncMappedStream, httpcore.AsyncX
     (r"\._async\.", "._sync."),
     (r"\bAnyIOBackend\b", "SyncBackend"),

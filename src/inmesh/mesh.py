@@ -104,6 +104,10 @@ class Mesh:
     * ``outbound_traffic_policy``: MeshConfig's ``outboundTrafficPolicy.mode``:
       ``ALLOW_ANY`` (default) passes requests for hosts outside the registry
       through; ``REGISTRY_ONLY`` answers them with Istio's 502.
+    * ``deadline_propagation``: while serving a request that carries a
+      deadline (``x-envoy-expected-rq-timeout-ms`` or ``grpc-timeout``),
+      outbound calls it makes are bounded by the time left, which travels on
+      in ``x-envoy-expected-rq-timeout-ms`` (default on).
 
     Raises :class:`~inmesh.errors.ConfigError` for an invalid configuration
     and :class:`~inmesh.errors.CertificateError` for an unusable certificate.
@@ -127,6 +131,7 @@ class Mesh:
         custom_authorizer: ExternalAuthorizer | None = None,
         path_normalization: str = "BASE",
         outbound_traffic_policy: str = "ALLOW_ANY",
+        deadline_propagation: bool = True,
     ) -> None:
         if cert_dir is not None and identity is not None:
             raise TypeError("give cert_dir or identity, not both")
@@ -141,6 +146,9 @@ class Mesh:
                 "MERGE_SLASHES, DECODE_AND_MERGE_SLASHES"
             )
         self._path_normalization = path_normalization
+        self.deadline_propagation = deadline_propagation
+        """Carry deadlines from inbound requests to the outbound calls they make
+        (``x-envoy-expected-rq-timeout-ms``); see docs/resilience.md."""
         self._options = ConfigOptions(
             default_namespace=default_namespace,
             root_namespace=root_namespace,

@@ -83,7 +83,7 @@ def test_not_enforced_fields_warn_once_at_the_outermost_field() -> None:
     )
     assert not result.errors
     warned = [w.path for w in result.warnings if "not enforced yet" in w.message]
-    assert warned == ["spec.trafficPolicy.connectionPool"]
+    assert warned == ["spec.trafficPolicy.connectionPool.http.h2UpgradePolicy"]
 
 
 def test_namespace_defaults_and_list_items_keep_lines() -> None:

@@ -914,7 +914,10 @@ def test_enough_cases() -> None:
 
 WARNINGS: list[Any] = [
     pytest.param(
-        H(R("timeout: 2s")), "spec.http[0].timeout", "not enforced yet", id="timeout-not-yet"
+        H(R("retries: {attempts: 1, retryRemoteLocalities: true}")),
+        "spec.http[0].retries.retryRemoteLocalities",
+        "not enforced yet",
+        id="retry-remote-localities-not-yet",
     ),
     pytest.param(
         H(R("name: a"), extra="gateways: [istio-system/ingress]\n"),
@@ -1105,7 +1108,7 @@ def test_routing_fields_have_no_support_warning() -> None:
     result = assert_valid(VS, H(R("name: a")))
     assert not result.warnings
     result = assert_valid(VS, H(R("timeout: 2s, retries: {attempts: 3, perTryTimeout: 500ms}")))
-    assert [w.path for w in result.warnings] == ["spec.http[0].timeout", "spec.http[0].retries"]
+    assert not result.warnings
 
 
 def test_nested_support_warnings() -> None:
@@ -1278,7 +1281,7 @@ def test_support_metadata() -> None:
             "headers",
         )
     )
-    assert route["timeout"].support is route["retries"].support is Support.NOT_YET
+    assert route["timeout"].support is route["retries"].support is Support.SUPPORTED
     match = {f.yaml: f for f in fields_of(HTTPMatchRequest)}
     assert match["statPrefix"].support is Support.IGNORED
     for fs in (*top.values(), *route.values(), *match.values()):

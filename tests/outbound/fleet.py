@@ -52,6 +52,8 @@ class Backend:
     received: list[Received] = field(default_factory=list)
     hang: bool = False
     delay: float = 0.0
+    statuses: list[int] = field(default_factory=list)
+    """Answer these statuses in turn (cycling); empty: 200 (or ``?status=``)."""
 
     @property
     def port(self) -> int:
@@ -87,6 +89,8 @@ def echo_app(backend: Backend) -> Any:
         if "sleep" in params:
             await anyio.sleep(float(params["sleep"]))
         status = int(params.get("status", "200"))
+        if backend.statuses:
+            status = backend.statuses[(len(backend.received) - 1) % len(backend.statuses)]
         payload = json.dumps(
             {
                 "server": backend.name,
@@ -107,6 +111,10 @@ def echo_app(backend: Backend) -> Any:
                 ],
             }
         )
+        drip = int(params.get("drip", "0"))
+        for _ in range(drip):  # a slow body: one byte every 100 ms first
+            await send({"type": "http.response.body", "body": b" ", "more_body": True})
+            await anyio.sleep(0.1)
         await send({"type": "http.response.body", "body": payload})
 
     return app
@@ -188,6 +196,7 @@ spec:
             b.received.clear()
             b.hang = False
             b.delay = 0.0
+            b.statuses = []
 
     def close(self) -> None:
         for b in self.backends.values():

@@ -68,6 +68,7 @@ from inmesh.inbound.decide import (
 from inmesh.inbound.xfcc import XFCC_HEADER_BYTES
 from inmesh.policy.authz import AuthzRequest
 from inmesh.policy.normalize import NormalizedPath, asgi_request_target
+from inmesh.resilience.deadline import deadline_scope, inbound_deadline
 
 __all__ = [
     "DECISION_KEY",
@@ -253,6 +254,13 @@ class MeshASGIMiddleware:
         state = scope.get("state")
         if state is not None:
             state[STATE_PEER_KEY] = decision.peer_id
+        if getattr(self.decider.context, "deadline_propagation", True):
+            deadline = inbound_deadline(headers)
+            if deadline is not None:
+                # Outbound calls made while serving this request inherit what is left.
+                with deadline_scope(deadline):
+                    await self.app(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
     @staticmethod

@@ -57,6 +57,7 @@ from inmesh.inbound.context import InboundContext
 from inmesh.inbound.decide import ConnectionFacts, InboundDecider, InboundDecision, RequestFacts
 from inmesh.policy.authz import AuthzRequest
 from inmesh.policy.normalize import NormalizedPath, wsgi_request_target
+from inmesh.resilience.deadline import deadline_scope, inbound_deadline
 
 __all__ = [
     "ENVIRON_DECISION_KEY",
@@ -245,4 +246,22 @@ class MeshWSGIMiddleware:
             del environ[_XFCC_ENVIRON]
         environ[ENVIRON_DECISION_KEY] = decision
         environ[ENVIRON_PEER_KEY] = decision.peer_id
+        if getattr(self.decider.context, "deadline_propagation", True):
+            deadline = inbound_deadline(_deadline_headers(environ))
+            if deadline is not None:
+                # Outbound calls made while the app runs inherit what is left.
+                with deadline_scope(deadline):
+                    return self.app(environ, start_response)
         return self.app(environ, start_response)
+
+
+def _deadline_headers(environ: Environ) -> list[tuple[bytes, bytes]]:
+    out = []
+    for key, name in (
+        ("HTTP_X_ENVOY_EXPECTED_RQ_TIMEOUT_MS", b"x-envoy-expected-rq-timeout-ms"),
+        ("HTTP_GRPC_TIMEOUT", b"grpc-timeout"),
+    ):
+        value = environ.get(key)
+        if value:
+            out.append((name, str(value).encode("latin-1")))
+    return out

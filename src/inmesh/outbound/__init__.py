@@ -45,6 +45,8 @@ from ._errors import (
     UpstreamConnectError,
     UpstreamConnectTimeoutError,
     UpstreamIdentityError,
+    UpstreamOverflowError,
+    UpstreamTimeoutError,
     UpstreamTLSError,
     map_httpcore_exceptions,
 )
@@ -76,7 +78,9 @@ __all__ = [
     "UpstreamConnectError",
     "UpstreamConnectTimeoutError",
     "UpstreamIdentityError",
+    "UpstreamOverflowError",
     "UpstreamTLSError",
+    "UpstreamTimeoutError",
     "VerifyingBackend",
     "map_httpcore_exceptions",
     "verify_server",

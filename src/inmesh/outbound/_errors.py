@@ -370,3 +370,11 @@ class NoHealthyUpstreamError(LocalReplyError, httpx.ConnectError):
 
 class FaultAbortError(LocalReplyError):
     """The route's fault injection aborted the request (flag ``FI``)."""
+
+
+class UpstreamTimeoutError(LocalReplyError, httpx.TimeoutException):
+    """504 ``UT``: the route timeout or the per-try timeout expired."""
+
+
+class UpstreamOverflowError(LocalReplyError):
+    """503 ``UO``: a circuit breaker refused the request (``x-envoy-overloaded``)."""

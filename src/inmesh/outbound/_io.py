@@ -28,9 +28,13 @@ import anyio
 
 __all__ = [
     "DEFAULT_SHADOW_TIMEOUT",
+    "AsyncAttemptScope",
     "AsyncShadowDispatcher",
+    "AsyncWaiter",
+    "AttemptScope",
     "ShadowDispatcher",
     "ShadowStats",
+    "Waiter",
     "sleep_async",
     "sleep_sync",
 ]
@@ -47,6 +51,84 @@ async def sleep_async(seconds: float) -> None:
 
 def sleep_sync(seconds: float) -> None:
     time.sleep(seconds)
+
+
+class AsyncAttemptScope:
+    """Bounds one upstream attempt by the mesh's timeouts: real cancellation on
+    the event loop (``expired`` tells whether it fired)."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, seconds: float | None) -> None:
+        self._scope = anyio.move_on_after(seconds) if seconds is not None else None
+
+    def __enter__(self) -> AsyncAttemptScope:
+        if self._scope is not None:
+            self._scope.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        if self._scope is None:
+            return False
+        return bool(self._scope.__exit__(*exc))
+
+    @property
+    def expired(self) -> bool:
+        return self._scope is not None and self._scope.cancelled_caught
+
+
+class AttemptScope:
+    """The sync twin of :class:`AsyncAttemptScope`: threads cannot be cancelled,
+    so the bound is enforced by clamping the socket timeouts (see the
+    transport); ``expired`` is always ``False`` here."""
+
+    __slots__ = ()
+
+    def __init__(self, seconds: float | None) -> None:
+        pass
+
+    def __enter__(self) -> AttemptScope:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    @property
+    def expired(self) -> bool:
+        return False
+
+
+class AsyncWaiter:
+    """Waits for a pending circuit-breaker ticket to become active (event loop)."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def ready(self, _ticket: object = None) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float | None) -> bool:
+        with anyio.move_on_after(timeout):
+            await self._event.wait()
+            return True
+        return False
+
+
+class Waiter:
+    """Waits for a pending circuit-breaker ticket to become active (threads)."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def ready(self, _ticket: object = None) -> None:
+        self._event.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._event.wait(timeout)
 
 
 class ShadowStats:

@@ -44,6 +44,11 @@ from inmesh.policy.peer_authn import (
     PeerAuthnPolicy,
     effective_peer_authentication,
 )
+from inmesh.resilience.admission import Admission, PoolSettings
+from inmesh.resilience.budget import RetryAdmission
+from inmesh.resilience.outcome import Outcome
+from inmesh.resilience.outlier import OutlierConfig, OutlierDetector
+from inmesh.resilience.retry import RetryPolicy
 from inmesh.routing.match import RequestAttrs
 from inmesh.routing.router import (
     ORIGINAL_PATH_HEADER,
@@ -69,6 +74,7 @@ __all__ = [
     "PASSTHROUGH",
     "Cluster",
     "ClusterManager",
+    "ClusterRuntime",
     "OutboundOptions",
     "OutboundPlanner",
     "Passthrough",
@@ -138,6 +144,7 @@ class Cluster:
         "peer_mode",
         "policy",
         "port",
+        "runtime",
         "service",
         "subset",
     )
@@ -153,7 +160,9 @@ class Cluster:
         *,
         identities: frozenset[str],
         peer_mode: MtlsMode | None,
+        runtime: ClusterRuntime | None = None,
     ) -> None:
+        self.runtime = runtime if runtime is not None else ClusterRuntime()
         self.service = service
         self.port = port
         self.subset = subset
@@ -175,6 +184,9 @@ class Cluster:
         """An endpoint for the request, and a ``Set-Cookie`` value when a hash cookie was made."""
         key: int | None = None
         cookie: str | None = None
+        outlier = self.runtime.outlier
+        if outlier is not None:
+            outlier.maybe_sweep()
         if self.hash_policy is not None:
             hk = self.hash_policy.key(attrs, source_ip, rng)
             key, cookie = hk.value, hk.set_cookie
@@ -206,8 +218,53 @@ class Cluster:
         return f"Cluster({self.name!r}, {len(self.hosts)} hosts)"
 
 
+class ClusterRuntime:
+    """A cluster's process-wide resilience state: circuit breakers, retry
+    admission, outlier detection. Kept across reloads while the cluster exists."""
+
+    __slots__ = ("admission", "outlier", "retries")
+
+    def __init__(self) -> None:
+        self.admission = Admission()
+        self.retries = RetryAdmission.from_policy(None, None)
+        self.outlier: OutlierDetector[Host] | None = None
+
+    def configure(
+        self, policy: EffectivePolicy | None, hosts: Sequence[Host], clock: Clock
+    ) -> None:
+        pool = policy.connection_pool if policy is not None else None
+        self.admission.update(PoolSettings.from_settings(pool))
+        http = pool.http if pool is not None else None
+        budget = policy.retry_budget if policy is not None else None
+        self.retries = RetryAdmission.from_policy(
+            http.max_retries if http is not None else None, budget
+        )
+        od = policy.outlier_detection if policy is not None else None
+        if od is None:
+            if self.outlier is not None:
+                for host in self.outlier.ejected():
+                    host.healthy = True
+            self.outlier = None
+            return
+        config = OutlierConfig.from_settings(od)
+        if self.outlier is None or self.outlier.config != config:
+            previous = self.outlier
+            self.outlier = OutlierDetector(config, clock=clock, hosts=hosts)
+            if previous is not None:
+                for host in previous.ejected():
+                    host.healthy = True
+        else:
+            self.outlier.set_hosts(hosts)
+
+    def report(self, host: Host, outcome: Outcome) -> None:
+        outlier = self.outlier
+        if outlier is not None:
+            outlier.report(host, outcome)
+
+
 class ClusterManager:
-    """Host objects per cluster, kept across snapshots (one per mesh, shared by its transports)."""
+    """Host objects and resilience state per cluster, kept across snapshots
+    (one per mesh, shared by its transports)."""
 
     def __init__(self, *, clock: Clock, rng: Random, workload: Workload) -> None:
         self.clock = clock
@@ -215,6 +272,17 @@ class ClusterManager:
         self.workload = workload
         self._lock = threading.Lock()
         self._hosts: dict[str, tuple[Host, ...]] = {}
+        self._runtime: dict[str, ClusterRuntime] = {}
+
+    def runtime_for(
+        self, name: str, policy: EffectivePolicy | None, hosts: Sequence[Host]
+    ) -> ClusterRuntime:
+        with self._lock:
+            runtime = self._runtime.get(name)
+            if runtime is None:
+                runtime = self._runtime[name] = ClusterRuntime()
+            runtime.configure(policy, hosts, self.clock)
+            return runtime
 
     def hosts_for(self, name: str, endpoints: Sequence[Endpoint]) -> tuple[Host, ...]:
         with self._lock:
@@ -229,6 +297,7 @@ class ClusterManager:
         with self._lock:
             for name in [n for n in self._hosts if n not in keep]:
                 del self._hosts[name]
+                self._runtime.pop(name, None)
 
 
 # ---------------------------------------------------------------------------
@@ -315,6 +384,7 @@ class OutboundPlanner:
         self._clusters: dict[tuple[str, str, int, str], Cluster | None] = {}
         self._cors: dict[int, CompiledCors | None] = {}
         self._faults: dict[int, CompiledFault | None] = {}
+        self._retries: dict[tuple[int, bool], RetryPolicy | None] = {}
         self._peer_modes: dict[str, MtlsMode] = {}
 
     # -- route ---------------------------------------------------------------
@@ -443,6 +513,20 @@ class OutboundPlanner:
             self._faults[key] = CompiledFault.compile(fault) if fault is not None else None
         return self._faults[key]
 
+    def retry_policy(self, routed: Routed) -> RetryPolicy | None:
+        """The route's retry policy (Istio's default when it sets none)."""
+        hashing = routed.cluster.balancer.uses_hash
+        key = (id(routed.decision), hashing)
+        try:
+            return self._retries[key]
+        except KeyError:
+            route = routed.decision.route
+            policy = RetryPolicy.from_route(
+                route.retries if route is not None else None, consistent_hash=hashing
+            )
+            self._retries[key] = policy
+            return policy
+
     # -- clusters --------------------------------------------------------------
 
     def _destination_cluster(self, dest: WeightedDestination, port: int) -> Cluster | None:
@@ -491,10 +575,16 @@ class OutboundPlanner:
             hosts,
             local_locality=self.workload.locality,
             outlier_detection=policy.outlier_detection is not None,
+            panic_threshold=(
+                float(policy.outlier_detection.min_health_percent or 0)
+                if policy.outlier_detection is not None
+                else None
+            ),
             clock=self.manager.clock,
             rng=self.manager.rng,
         )
         identities = destination_identities(service, self.registry.endpoints(service, port))
+        runtime = self.manager.runtime_for(name, policy, hosts)
         return Cluster(
             service,
             port,
@@ -504,6 +594,7 @@ class OutboundPlanner:
             balancer,
             identities=identities,
             peer_mode=self._peer_mode(service),
+            runtime=runtime,
         )
 
     def _peer_mode(self, service: Service) -> MtlsMode:

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import contextvars
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from inmesh._clock import Clock
+from inmesh._clock import MONOTONIC, Clock
 
 __all__ = [
     "EXPECTED_TIMEOUT_HEADER",
@@ -158,3 +158,26 @@ def deadline_scope(deadline: Deadline | None) -> Iterator[Deadline | None]:
         yield effective
     finally:
         _CURRENT.reset(token)
+
+
+_DEADLINE_HEADERS = (b"x-envoy-expected-rq-timeout-ms", b"grpc-timeout")
+
+
+def inbound_deadline(
+    headers: Iterable[tuple[bytes, bytes]], clock: Clock = MONOTONIC
+) -> Deadline | None:
+    """The deadline an incoming request carries (raw ASGI-style headers), if any.
+
+    Cheap when neither ``x-envoy-expected-rq-timeout-ms`` nor ``grpc-timeout``
+    is present (one pass over the names).
+    """
+    found: dict[str, str] | None = None
+    for name, value in headers:
+        lower = name.lower()
+        if lower in _DEADLINE_HEADERS:
+            if found is None:
+                found = {}
+            found[lower.decode("latin-1")] = value.decode("latin-1")
+    if found is None:
+        return None
+    return Deadline.from_headers(found, clock.now())

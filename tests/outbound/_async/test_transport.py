@@ -344,11 +344,13 @@ spec:
             with pytest.raises(UpstreamConnectError):
                 await client.get("http://dead:8080/")
     assert r.status_code == 503
-    assert r.text.startswith(
-        "upstream connect error or disconnect/reset before headers. reset reason: "
-        "connection failure, transport failure reason: delayed connect error: 111"
+    # Istio's default retry policy retries connect failures twice.
+    assert r.text == (
+        "upstream connect error or disconnect/reset before headers. retried and the latest "
+        "reset reason: connection failure, transport failure reason: delayed connect error: 111"
     )
-    assert info_of(r).flags == "UF"
+    assert info_of(r).flags == "UF,URX"
+    assert info_of(r).attempts == 3
 
 
 @pytest.mark.anyio

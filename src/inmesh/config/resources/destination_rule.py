@@ -60,7 +60,6 @@ __all__ = [
 ]
 
 _HTTP2_ONLY = "inmesh speaks HTTP/1.1 to upstreams"
-_RESILIENCE_NOT_YET = "parsed, validated and merged; the transports do not enforce it yet"
 
 
 # ---------------------------------------------------------------------------
@@ -157,11 +156,12 @@ class TCPSettings:
     )
     tcp_keepalive: TcpKeepalive | None = spec_field(
         support=Support.PARTIAL,
-        note="SO_KEEPALIVE is set; probes, time and interval only where the OS lets a "
-        "socket override them (Linux)",
+        note="parsed and validated; upstream sockets use the OS keep-alive defaults",
     )
     max_connection_duration: Duration | None = spec_field(
-        note="at least 1ms; connections are closed this long after they were opened"
+        support=Support.NOT_YET,
+        note="at least 1ms; connections are closed this long after they were opened; "
+        "not enforced yet",
     )
     idle_timeout: Duration | None = spec_field(
         note="0s disables it; used when http.idleTimeout is unset",
@@ -190,7 +190,10 @@ class HTTPSettings:
         note="int32; outstanding requests to the destination; unset or 0: 2^32-1"
     )
     max_requests_per_connection: int | None = spec_field(
-        note="int32; 1 disables keep-alive; unset or 0: unlimited", istio_default=0
+        support=Support.NOT_YET,
+        note="int32; 1 disables keep-alive; unset or 0: unlimited; httpcore pools cannot "
+        "retire a connection after N requests yet",
+        istio_default=0,
     )
     max_retries: int | None = spec_field(
         note="int32; concurrent retries to the destination; unset or 0: 2^32-1"
@@ -522,12 +525,8 @@ class PortTrafficPolicy:
     __istio_name__: ClassVar[str] = "PortTrafficPolicy"
     port: PortSelector | None = spec_field(note="required: {number: <port>}")
     load_balancer: LoadBalancerSettings | None = spec_field()
-    connection_pool: ConnectionPoolSettings | None = spec_field(
-        support=Support.NOT_YET, note=_RESILIENCE_NOT_YET
-    )
-    outlier_detection: OutlierDetection | None = spec_field(
-        support=Support.PARTIAL, note="as trafficPolicy.outlierDetection"
-    )
+    connection_pool: ConnectionPoolSettings | None = spec_field()
+    outlier_detection: OutlierDetection | None = spec_field()
     tls: ClientTLSSettings | None = spec_field()
 
 
@@ -572,12 +571,11 @@ class TrafficPolicy:
         note="unset: LEAST_REQUEST, and the mesh's locality settings"
     )
     connection_pool: ConnectionPoolSettings | None = spec_field(
-        support=Support.NOT_YET, note=_RESILIENCE_NOT_YET
+        note="circuit breakers per cluster and process: over the limits, 503 UO"
     )
     outlier_detection: OutlierDetection | None = spec_field(
-        support=Support.PARTIAL,
-        note="unset: no endpoint is ever ejected; set: switches locality priorities on and the "
-        "panic threshold off, as in Istio; ejection itself is not enforced yet",
+        note="unset: no endpoint is ever ejected; set: Envoy's consecutive-error ejection, "
+        "locality priorities on and the panic threshold at minHealthPercent, as in Istio",
     )
     tls: ClientTLSSettings | None = spec_field(
         note="unset: mutual TLS when the destination is in the mesh, else plain text"
@@ -594,9 +592,7 @@ class TrafficPolicy:
         support=Support.NOT_YET, note="inmesh does not send PROXY protocol headers to upstreams yet"
     )
     retry_budget: RetryBudget | None = spec_field(
-        support=Support.NOT_YET,
-        note="replaces connectionPool.http.maxRetries as the limit on concurrent retries; "
-        + _RESILIENCE_NOT_YET,
+        note="replaces connectionPool.http.maxRetries as the limit on concurrent retries"
     )
 
     @property

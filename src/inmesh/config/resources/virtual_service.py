@@ -58,7 +58,6 @@ MESH_GATEWAY = "mesh"
 """The reserved gateway name for the sidecars of the mesh (and so for inmesh)."""
 
 _L4_ONLY = "inmesh routes HTTP only; TLS/TCP routes are accepted and validated but not applied"
-_RESILIENCE_NOT_YET = "parsed and validated; the transports do not enforce it yet"
 _MESH_ONLY = "only 'mesh' applies (no gateways listed means mesh); inmesh is not a gateway"
 _ISTIO_REJECTS = "Istio refuses this field: it is not supported yet"
 
@@ -402,10 +401,13 @@ class HTTPRoute:
     )
     rewrite: HTTPRewrite | None = spec_field()
     timeout: Duration | None = spec_field(
-        support=Support.NOT_YET,
-        note="unset: no timeout (Envoy's 15s is not used); " + _RESILIENCE_NOT_YET,
+        note="unset: no timeout (Envoy's 15s is not used); covers every attempt, back-off "
+        "and the response body"
     )
-    retries: HTTPRetry | None = spec_field(support=Support.NOT_YET, note=_RESILIENCE_NOT_YET)
+    retries: HTTPRetry | None = spec_field(
+        note="unset: Istio's default, 2 retries on connect-failure,refused-stream,unavailable,"
+        "cancelled"
+    )
     fault: HTTPFaultInjection | None = spec_field()
     mirror: Destination | None = spec_field()
     mirrors: tuple[HTTPMirrorPolicy, ...] = spec_field(default=())

@@ -26,6 +26,7 @@ response flags).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import random
@@ -40,8 +41,14 @@ import httpx
 from inmesh._clock import MONOTONIC, Clock, Random
 from inmesh.balancing import Host
 from inmesh.discovery.registry import AddressKind
+from inmesh.resilience.admission import Ticket, TicketState
+from inmesh.resilience.deadline import current_deadline
+from inmesh.resilience.outcome import Failure, Outcome
+from inmesh.resilience.retry import RetryState
+from inmesh.routing.fault import is_grpc_content_type
 from inmesh.routing.match import RequestAttrs
 
+from .._common import DEFAULT_LIMITS, PoolLimits
 from .._errors import (
     FaultAbortError,
     LocalReplyError,
@@ -50,18 +57,27 @@ from .._errors import (
     NoRouteError,
     RegistryOnlyError,
     UpstreamConnectError,
+    UpstreamOverflowError,
+    UpstreamTimeoutError,
 )
-from .._io import DEFAULT_SHADOW_TIMEOUT, ShadowDispatcher, sleep_sync
+from .._io import (
+    DEFAULT_SHADOW_TIMEOUT,
+    AttemptScope,
+    ShadowDispatcher,
+    Waiter,
+    sleep_sync,
+)
 from ..plan import (
     PASSTHROUGH,
     PASSTHROUGH_CLUSTER,
+    ClusterRuntime,
     OutboundPlanner,
     Routed,
     ShadowTarget,
     response_headers,
     upstream_headers,
 )
-from ..replies import REQUEST_INFO_KEY, LocalReply, RequestInfo, fault_abort, upstream_reset
+from ..replies import REQUEST_INFO_KEY, LocalReply, RequestInfo, upstream_reset
 from .connect import Connector
 
 __all__ = ["MeshTransport"]
@@ -116,6 +132,7 @@ class MeshTransport(httpx.BaseTransport):
         self._mirror_body_limit = mirror_body_limit
         self._source_ip = source_ip if source_ip is not None else _local_source()
         self._passthrough = passthrough
+        self._propagate = bool(getattr(source, "deadline_propagation", True))
 
     @property
     def connector(self) -> Connector:
@@ -156,16 +173,17 @@ class MeshTransport(httpx.BaseTransport):
             if fault.delay is not None:
                 info.flag("DI")
                 sleep_sync(fault.delay)
-            if fault.abort_status is not None or fault.grpc_status is not None:
-                return self._reply(
-                    request,
-                    fault_abort(fault.abort_status or 200, fault.grpc_status),
-                    info,
+            shape = fault.abort_reply(
+                grpc_request=is_grpc_content_type(request.headers.get("content-type"))
+            )
+            if shape is not None:
+                status, reply_headers, text = shape
+                reply = LocalReply(
+                    status, text.encode(), ("FI",), "fault_filter_abort", tuple(reply_headers)
                 )
+                return self._reply(request, reply, info)
         cluster = routed.cluster
-        host, cookie = cluster.pick(attrs, self._rng, source_ip=self._source_ip)
-        if host is None:
-            return self._reply(request, _UH, info)
+        runtime = cluster.runtime
         body, stream = _request_body(request)
         copy: _BodyCopy | None = None
         content: typing.Any = body if body is not None else stream
@@ -175,9 +193,79 @@ class MeshTransport(httpx.BaseTransport):
             else:
                 copy = _BodyCopy(self._mirror_body_limit)
                 content = _tee(stream, copy)
+        deadline = self._deadline(routed)
+        state = RetryState(
+            planner.retry_policy(routed), clock=self._clock, rng=self._rng, deadline=deadline
+        )
+        ticket = self._admit(runtime, deadline)
+        if ticket is None:
+            return self._reply(request, upstream_reset("UO", "overflow"), info)
+        retry_slots = 0
+        done = False
         try:
-            response = self._send(request, routed, host, content, info, attempt=1)
+            while True:
+                host, cookie = cluster.pick(
+                    attrs, self._rng, source_ip=self._source_ip, avoid=state.avoid
+                )
+                if host is None:
+                    return self._reply(request, _UH, info)
+                state.record_host(host)
+                attempt = self._send(
+                    request,
+                    routed,
+                    host,
+                    content,
+                    info,
+                    attempt=state.attempt,
+                    timeout=state.attempt_timeout(),
+                    route_deadline=deadline,
+                )
+                runtime.report(host, attempt.outcome)
+                if retry_slots:
+                    runtime.retries.release()
+                    retry_slots -= 1
+                response = attempt.response
+                decision = state.on_outcome(
+                    attempt.outcome,
+                    replayable=body is not None,
+                    budget_ok=lambda: runtime.retries.try_acquire(runtime.admission.active),
+                )
+                if decision.retry:
+                    retry_slots += 1
+                    if response is not None:
+                        _discard(response)
+                        host.end()
+                    if decision.backoff:
+                        sleep_sync(decision.backoff)
+                    continue
+                if response is None:
+                    if attempt.error is not None and self._raise:
+                        raise attempt.error
+                    failed = attempt.reply
+                    assert failed is not None
+                    if state.attempt > 1 and failed.status == 503 and failed.flags:
+                        failed = upstream_reset(
+                            failed.flags[0], attempt.reason, attempt.detail, retried=True
+                        )
+                    flags = tuple(f for f in failed.flags if f != "URX")
+                    if decision.exhausted:
+                        flags += ("URX",)
+                    if decision.overflow:
+                        flags += ("UO",)
+                    return self._reply(request, dataclasses.replace(failed, flags=flags), info)
+                if decision.exhausted:
+                    info.flag("URX")
+                if decision.overflow:
+                    info.flag("UO")
+                done = True
+                return self._response(
+                    request, routed, response, host, cookie, info, ticket, deadline
+                )
         finally:
+            if retry_slots:
+                runtime.retries.release()
+            if not done:
+                ticket.release()
             if copy is not None:
                 if copy.complete:
                     self._mirror(request, routed, b"".join(copy.chunks))
@@ -187,28 +275,73 @@ class MeshTransport(httpx.BaseTransport):
                         routed.authority,
                         self._mirror_body_limit,
                     )
-        if isinstance(response, LocalReply):
-            return self._reply(request, response, info)
+
+    def _response(
+        self,
+        request: httpx.Request,
+        routed: Routed,
+        response: httpcore.Response,
+        host: Host,
+        cookie: str | None,
+        info: RequestInfo,
+        ticket: Ticket,
+        deadline: float | None,
+    ) -> httpx.Response:
         extra: list[tuple[bytes, bytes]] = []
         if info.upstream_service_time is not None:
             ms = int(info.upstream_service_time * 1000)
             extra.append((b"x-envoy-upstream-service-time", str(ms).encode()))
         if cookie is not None:
             extra.append((b"set-cookie", cookie.encode("latin-1")))
-        if routed.cors is not None:
-            extra.extend((k.encode(), v.encode("latin-1")) for k, v in routed.cors.response_headers)
-        headers = response_headers(response.headers, routed.response_headers, extra)
+        upstream = response.headers
+        if routed.cors is not None and routed.cors.response_headers:
+            cors = [(k.encode(), v.encode("latin-1")) for k, v in routed.cors.response_headers]
+            names = {k for k, _ in cors}
+            upstream = [h for h in upstream if h[0].lower() not in names]  # Envoy sets, not adds
+            extra.extend(cors)
+        headers = response_headers(upstream, routed.response_headers, extra)
         extensions = dict(response.extensions)
         extensions[REQUEST_INFO_KEY] = info
+
+        def finished() -> None:
+            host.end()
+            ticket.release()
+
         return httpx.Response(
             status_code=response.status,
             headers=headers,
             stream=_ResponseStream(
-                typing.cast(Iterable[bytes], response.stream), host.end
+                typing.cast(Iterable[bytes], response.stream),
+                finished,
+                deadline,
+                self._clock,
             ),
             extensions=extensions,
             request=request,
         )
+
+    def _deadline(self, routed: Routed) -> float | None:
+        """When the route timeout fires (absolute), bounded by a propagated deadline."""
+        timeout = routed.decision.timeout
+        at = self._clock.now() + timeout.seconds if timeout is not None else None
+        if self._propagate:
+            inherited = current_deadline()
+            if inherited is not None and (at is None or inherited.at < at):
+                at = inherited.at
+        return at
+
+    def _admit(self, runtime: ClusterRuntime, deadline: float | None) -> Ticket | None:
+        """A circuit-breaker ticket: now, after waiting as a pending request, or ``None`` (overflow)."""
+        waiter = Waiter()
+        ticket = runtime.admission.admit(waiter.ready)
+        if ticket.state is TicketState.OVERFLOW:
+            return None
+        if ticket.state is TicketState.PENDING:
+            left = None if deadline is None else max(0.0, deadline - self._clock.now())
+            if not waiter.wait(left) or not ticket.admitted:
+                ticket.release()
+                return None
+        return ticket
 
     # -- upstream ---------------------------------------------------------------
 
@@ -223,9 +356,17 @@ class MeshTransport(httpx.BaseTransport):
         attempt: int,
         authority: str | None = None,
         connector: Connector | None = None,
-    ) -> httpcore.Response | LocalReply:
-        """One attempt to ``host``; a :class:`LocalReply` when no response headers came."""
+        timeout: float | None = None,
+        route_deadline: float | None = None,
+    ) -> _Attempt:
+        """One attempt to ``host``: the response, or the reply and outcome of its failure.
+
+        ``timeout`` bounds the wait for response headers (the per-try timeout
+        and what is left of the route timeout): cancellation on the event
+        loop, clamped socket timeouts in threads.
+        """
         cluster = routed.cluster
+        pool = cluster.runtime.admission.settings
         ep = host.endpoint
         tls = cluster.tls_for(host, authority or routed.authority)
         address = ep.address
@@ -236,7 +377,12 @@ class MeshTransport(httpx.BaseTransport):
         info.upstream_host = f"{address}:{ep.port}"
         info.attempts = attempt
         if ep.kind is AddressKind.UNIX:
-            return upstream_reset("UF", "connection failure", "unix socket endpoints")
+            return _Attempt.failed(
+                Failure.CONNECT_FAILURE,
+                upstream_reset("UF", "connection failure", "unix socket endpoints"),
+                "connection failure",
+                "unix socket endpoints",
+            )
         headers = upstream_headers(
             request.headers.raw,
             routed,
@@ -244,6 +390,10 @@ class MeshTransport(httpx.BaseTransport):
             scheme=request.url.scheme,
             authority=authority,
         )
+        if route_deadline is not None and self._propagate:
+            left_ms = max(0, int((route_deadline - self._clock.now()) * 1000))
+            headers = [h for h in headers if h[0] != _EXPECTED_TIMEOUT]
+            headers.append((_EXPECTED_TIMEOUT, str(left_ms).encode()))
         core = httpcore.Request(
             method=request.method.encode("ascii"),
             url=httpcore.URL(
@@ -254,45 +404,75 @@ class MeshTransport(httpx.BaseTransport):
             ),
             headers=headers,
             content=content,
-            extensions=request.extensions,
+            extensions=_clamped(request.extensions, timeout, pool.connect_timeout),
         )
+        limits = None
+        if pool.idle_timeout != DEFAULT_LIMITS.keepalive_expiry:
+            limits = PoolLimits(keepalive_expiry=pool.idle_timeout)
         host.begin()
         start = self._clock.now()
         try:
-            # One pool per endpoint, as Envoy keeps connection pools per host (and
-            # httpcore's threaded pool is only race-free with one origin per pool).
-            response = (connector or self._connector).handle_request(
-                (cluster.name, info.upstream_host), tls, core
-            )
+            with AttemptScope(timeout) as scope:
+                # One pool per endpoint, as Envoy keeps connection pools per host.
+                response = (connector or self._connector).handle_request(
+                    (cluster.name, info.upstream_host), tls, core, limits=limits
+                )
         except BaseException as exc:
             host.end()
-            reply = self._reset_reply(exc, info)
-            if reply is None:
+            if timeout is not None and _is_timeout(exc, request.extensions, timeout):
+                return self._timed_out(route_deadline)
+            failed = self._failure(exc, info)
+            if failed is None:
                 raise
-            return reply
+            return failed
+        if scope.expired:
+            host.end()
+            return self._timed_out(route_deadline)
         info.upstream_service_time = self._clock.now() - start
-        return response
+        return _Attempt(
+            response,
+            None,
+            Outcome.response(
+                response.status,
+                grpc_status=_grpc_status(response.headers),
+                ratelimited=any(k.lower() == b"x-envoy-ratelimited" for k, _ in response.headers),
+            ),
+        )
 
-    def _reset_reply(self, exc: BaseException, info: RequestInfo) -> LocalReply | None:
-        """Envoy's reply for a failure before response headers; ``None``: re-raise."""
+    def _timed_out(self, route_deadline: float | None) -> _Attempt:
+        if route_deadline is not None and self._clock.now() >= route_deadline - 0.001:
+            reply = _timeout_reply("response_timeout")
+        else:
+            reply = _timeout_reply("upstream_per_try_timeout")
+        return _Attempt(None, reply, Outcome.failed(Failure.PER_TRY_TIMEOUT), "timeout")
+
+    def _failure(self, exc: BaseException, info: RequestInfo) -> _Attempt | None:
+        """Envoy's reply and outcome for a failure before response headers; ``None``: re-raise."""
         if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
             return None  # the app's own httpx timeouts stay the app's
-        if self._raise or not isinstance(exc, (httpx.TransportError, OSError)):
-            if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-                info.flag("UF")
+        if not isinstance(exc, (httpx.TransportError, OSError)):
+            return None
+        if isinstance(exc, httpx.LocalProtocolError):
             return None
         if isinstance(exc, httpx.ConnectTimeout):
-            reply = upstream_reset("UF", "connection timeout")
+            failure, flag, reason, detail = Failure.CONNECT_TIMEOUT, "UF", "connection timeout", ""
         elif isinstance(exc, (httpx.ConnectError, UpstreamConnectError)):
-            reply = upstream_reset("UF", "connection failure", _failure_reason(exc))
+            failure, flag, reason = Failure.CONNECT_FAILURE, "UF", "connection failure"
+            detail = _failure_reason(exc)
         elif isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
-            reply = upstream_reset("UC", "connection termination")
-        elif isinstance(exc, httpx.LocalProtocolError):
-            return None
+            failure, flag, reason, detail = Failure.RESET, "UC", "connection termination", ""
         else:
-            reply = upstream_reset("UF", "connection failure", _failure_reason(exc))
+            failure, flag, reason = Failure.CONNECT_FAILURE, "UF", "connection failure"
+            detail = _failure_reason(exc)
         logger.debug("upstream %s failed: %s", info.upstream_host, exc)
-        return reply
+        return _Attempt(
+            None,
+            upstream_reset(flag, reason, detail),
+            Outcome.failed(failure),
+            reason,
+            detail,
+            exc if isinstance(exc, Exception) else None,
+        )
 
     # -- local replies -------------------------------------------------------------
 
@@ -362,7 +542,7 @@ class MeshTransport(httpx.BaseTransport):
         shadow_request = httpx.Request(
             request.method, request.url, headers=request.headers, extensions=extensions
         )
-        response = self._send(
+        attempt = self._send(
             shadow_request,
             shadow,
             host,
@@ -371,8 +551,10 @@ class MeshTransport(httpx.BaseTransport):
             attempt=1,
             authority=target.authority,
             connector=self._shadow_connector,
+            timeout=limit,
         )
-        if isinstance(response, LocalReply):
+        response = attempt.response
+        if response is None:
             return
         try:
             for _ in typing.cast(Iterable[bytes], response.stream):
@@ -415,6 +597,88 @@ class MeshTransport(httpx.BaseTransport):
 _UH = LocalReply(503, b"no healthy upstream", ("UH",), "no_healthy_upstream")
 
 
+_TIMEOUT_KEYS = ("connect", "read", "write", "pool")
+_EXPECTED_TIMEOUT = b"x-envoy-expected-rq-timeout-ms"
+
+
+class _Attempt:
+    """One attempt's result: a response, or a local reply for its failure."""
+
+    __slots__ = ("detail", "error", "outcome", "reason", "reply", "response")
+
+    def __init__(
+        self,
+        response: httpcore.Response | None,
+        reply: LocalReply | None,
+        outcome: Outcome,
+        reason: str = "",
+        detail: str = "",
+        error: Exception | None = None,
+    ) -> None:
+        self.response = response
+        self.reply = reply
+        self.outcome = outcome
+        self.reason = reason
+        self.detail = detail
+        self.error = error
+
+    @classmethod
+    def failed(cls, failure: Failure, reply: LocalReply, reason: str, detail: str) -> _Attempt:
+        return cls(None, reply, Outcome.failed(failure), reason, detail)
+
+
+def _timeout_reply(details: str) -> LocalReply:
+    return LocalReply(504, b"upstream request timeout", ("UT",), details)
+
+
+def _clamped(
+    extensions: dict[str, typing.Any], limit: float | None, connect_timeout: float
+) -> dict[str, typing.Any]:
+    """The request's extensions with socket timeouts no longer than ``limit``, and
+    the connect timeout no longer than the cluster's ``connectTimeout``."""
+    current = extensions.get("timeout") or {}
+    bounded = {}
+    for key in _TIMEOUT_KEYS:
+        value = current.get(key)
+        if limit is not None:
+            value = limit if value is None else min(value, limit)
+        if key == "connect":
+            value = connect_timeout if value is None else min(value, connect_timeout)
+        bounded[key] = value
+    return {**extensions, "timeout": bounded}
+
+
+def _is_timeout(exc: BaseException, extensions: dict[str, typing.Any], limit: float) -> bool:
+    """Whether a socket timeout was the mesh's (clamped) one rather than the app's."""
+    if not isinstance(exc, httpx.TimeoutException) or isinstance(exc, httpx.ConnectTimeout):
+        return False
+    own = (extensions.get("timeout") or {}).get("read")
+    return own is None or limit < own
+
+
+def _grpc_status(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for key, value in headers:
+        if key.lower() == b"grpc-status":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _discard(response: httpcore.Response) -> None:
+    """Read and drop a response that is being retried (frees its connection)."""
+    try:
+        for _ in typing.cast(Iterable[bytes], response.stream):
+            pass
+    except Exception as exc:
+        logger.debug("discarding a retried response failed: %s", exc)
+    finally:
+        closer = getattr(response.stream, "close", None)
+        if closer is not None:
+            closer()
+
+
 class _BodyCopy:
     """A streamed request body copied for mirroring, up to ``limit`` bytes."""
 
@@ -428,14 +692,44 @@ class _BodyCopy:
 
 
 class _ResponseStream(httpx.SyncByteStream):
-    """The upstream body, passed through; tells the balancer when the request is over."""
+    """The upstream body, passed through; tells the balancer when the request is over.
 
-    def __init__(self, stream: Iterable[bytes], on_close: Callable[[], None]) -> None:
+    With a route deadline, the body must arrive before it: on the event loop a
+    stalled read is cancelled when it passes; in threads the deadline is
+    checked between chunks (each read is bounded by the clamped socket
+    timeout), so a slow-drip upstream cannot outlive the route timeout.
+    """
+
+    def __init__(
+        self,
+        stream: Iterable[bytes],
+        on_close: Callable[[], None],
+        deadline: float | None = None,
+        clock: Clock = MONOTONIC,
+    ) -> None:
         self._stream = stream
         self._on_close: Callable[[], None] | None = on_close
+        self._deadline = deadline
+        self._clock = clock
 
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._stream:
+        deadline = self._deadline
+        if deadline is None:
+            for chunk in self._stream:
+                yield chunk
+            return
+        chunks = self._stream.__iter__()
+        while True:
+            left = deadline - self._clock.now()
+            if left <= 0:
+                raise _body_timeout()
+            with AttemptScope(left) as scope:
+                try:
+                    chunk = chunks.__next__()
+                except StopIteration:
+                    return
+            if scope.expired:
+                raise _body_timeout()
             yield chunk
 
     def close(self) -> None:
@@ -448,6 +742,10 @@ class _ResponseStream(httpx.SyncByteStream):
                 closer()
         finally:
             on_close()
+
+
+def _body_timeout() -> httpx.ReadTimeout:
+    return httpx.ReadTimeout("upstream request timeout: the route timeout expired during the body")
 
 
 def _tee(stream: Iterable[bytes], copy: _BodyCopy) -> Iterator[bytes]:
@@ -500,6 +798,10 @@ def _reply_error(reply: LocalReply, info: RequestInfo, request: httpx.Request) -
         cls = NoHealthyUpstreamError
     elif "FI" in flags:
         cls = FaultAbortError
+    elif "UT" in flags:
+        cls = UpstreamTimeoutError
+    elif "UO" in flags:
+        cls = UpstreamOverflowError
     elif reply.status == 502 and not flags:
         cls = RegistryOnlyError
     else:
