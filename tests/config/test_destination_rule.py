@@ -676,10 +676,14 @@ WARNINGS: list[Any] = [
     pytest.param(_tp("outlierDetection: {consecutiveGatewayErrors: 5}"),
                  f"{OD}.consecutiveGatewayErrors", "no effect", id="gateway-errors-not-below-5xx"),
     # the support tables: some connection pool fields are parsed, not enforced yet
-    pytest.param(_tp("connectionPool: {http: {maxRequestsPerConnection: 1}}"),
+    pytest.param(_tp("connectionPool: {http: {maxRequestsPerConnection: 5}}"),
                  f"{CP}.http.maxRequestsPerConnection", "not enforced yet",
                  id="max-requests-per-connection-not-enforced"),
 ]
+
+
+def test_one_request_per_connection_is_enforced() -> None:
+    assert not assert_valid(DR, _tp("connectionPool: {http: {maxRequestsPerConnection: 1}}")).warnings
 
 
 def test_routing_policy_is_enforced_without_warnings() -> None:

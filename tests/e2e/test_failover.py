@@ -31,10 +31,12 @@ SERVER = textwrap.dedent(
     """
     import socket, sys, uvicorn
 
+    STATUS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+
     async def app(scope, receive, send):
         if scope["type"] != "http":
             return
-        await send({"type": "http.response.start", "status": 200,
+        await send({"type": "http.response.start", "status": STATUS,
                     "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
@@ -56,10 +58,12 @@ ROUTE_TIMEOUT = 2.0
 DURATION = float(os.environ.get("INMESH_FAILOVER_SECONDS", "4"))
 
 
-def start_backend(tmp: Path, index: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_backend(tmp: Path, index: int, status: int = 200) -> tuple[subprocess.Popen[bytes], int]:
     log = tmp / f"backend-{index}.log"
     out = open(log, "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-c", SERVER], stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(status)], stdout=out, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         text = log.read_text()
@@ -150,6 +154,42 @@ async def test_sigkill_one_of_three(
     assert len(results) > 500
     assert ok / len(results) >= 0.999, (len(results) - ok, len(results))
     assert max(elapsed for _, elapsed in results) < ROUTE_TIMEOUT + 0.5
+
+
+@pytest.mark.anyio
+async def test_seed_outlier_detection_with_processes(tmp_path: Path) -> None:
+    """The seed's DestinationRule (shortened interval and ejection time) with three
+    backend processes, one answering 500."""
+    procs = [
+        start_backend(tmp_path, 0, 500),
+        start_backend(tmp_path, 1),
+        start_backend(tmp_path, 2),
+    ]
+    try:
+        path = config(tmp_path, [port for _, port in procs])
+        text = (path / "mesh.yaml").read_text()
+        text = text.replace("interval: 10s", "interval: 200ms").replace(
+            "baseEjectionTime: 30s", "baseEjectionTime: 1s"
+        )
+        text = text.replace(
+            "  trafficPolicy:\n", "  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n"
+        )
+        text = text.replace(f"    timeout: {ROUTE_TIMEOUT}s", "    retries: {attempts: 0}")
+        (path / "mesh.yaml").write_text(text)
+        workload = inmesh.Workload("frontend", service_account="frontend-sa")
+        with inmesh.Mesh(path, workload=workload, watch=False) as mesh:
+            async with httpx.AsyncClient(transport=mesh.async_transport()) as client:
+                first = [(await client.get("http://backend:8080/")).status_code for _ in range(30)]
+                after = [(await client.get("http://backend:8080/")).status_code for _ in range(30)]
+                await anyio.sleep(1.5)  # the 1 s ejection ends at a 200 ms sweep
+                back = [(await client.get("http://backend:8080/")).status_code for _ in range(30)]
+    finally:
+        for proc, _ in procs:
+            proc.kill()
+            proc.wait(5)
+    assert first.count(500) == 5  # ejected at the 5th consecutive error
+    assert after.count(500) == 0  # the other two carry the traffic
+    assert back.count(500) > 0  # it is back after the ejection time
 
 
 @pytest.fixture

@@ -239,22 +239,31 @@ def test_callback_errors_do_not_lose_other_wakeups() -> None:
 
 
 def test_istio_task_simultaneous_callers() -> None:
-    """maxConnections 1, http1MaxPendingRequests 1: one active + one pending."""
-    settings = PoolSettings.from_settings(
-        ConnectionPoolSettings(
-            tcp=TCPSettings(max_connections=1),
-            http=HTTPSettings(http1_max_pending_requests=1, max_requests_per_connection=1),
+    """maxConnections 1, http1MaxPendingRequests 1: one active + one pending; with
+    maxRequestsPerConnection 1 the first request is pending while it connects, so a
+    simultaneous second one overflows (as in Envoy, which counts it as pending)."""
+
+    def settings(mrpc: int | None) -> PoolSettings:
+        return PoolSettings.from_settings(
+            ConnectionPoolSettings(
+                tcp=TCPSettings(max_connections=1),
+                http=HTTPSettings(http1_max_pending_requests=1, max_requests_per_connection=mrpc),
+            )
         )
-    )
-    adm = Admission(settings)
+
+    adm = Admission(settings(None))
     two = [adm.admit() for _ in range(2)]
     assert [t.state for t in two] == [ACTIVE, PENDING]
-    for t in two:
-        t.release()
-    adm2 = Admission(settings)
+    adm2 = Admission(settings(None))
     three = [adm2.admit() for _ in range(3)]
     assert [t.state for t in three] == [ACTIVE, PENDING, OVERFLOW]
     assert three[2].overflow is Breaker.PENDING
+    fresh = Admission(settings(1))
+    first = fresh.admit()
+    assert first.state is ACTIVE and first.connecting
+    assert fresh.admit().state is OVERFLOW
+    first.connect_finished()
+    assert fresh.admit().state is PENDING
 
 
 def _fortio(callers: int, requests: int, *, connect_window: bool) -> tuple[int, int]:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import ssl
 import threading
@@ -44,6 +45,14 @@ __all__ = [
     "san_matches",
     "verify_server",
 ]
+
+CONNECT_OBSERVER: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "inmesh_connect_observer", default=None
+)
+"""Set by the transport around an attempt: an object with ``connect_started()`` and
+``connect_finished()`` (a circuit-breaker ticket), told when the attempt has to
+set up a new connection (TCP connect and TLS handshake), as Envoy counts such a
+request as pending."""
 
 PEER_ID = "inmesh.peer_id"
 """``stream.get_extra_info(PEER_ID)``: the verified SPIFFE ID of the server (mesh mTLS), else ``None``."""

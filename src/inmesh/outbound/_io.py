@@ -99,17 +99,26 @@ class AttemptScope:
 
 
 class AsyncWaiter:
-    """Waits for a pending circuit-breaker ticket to become active (event loop)."""
+    """Waits for a pending circuit-breaker ticket to become active (event loop).
 
-    __slots__ = ("_event",)
+    The event is only made when someone waits: most tickets never do.
+    """
+
+    __slots__ = ("_event", "_fired")
 
     def __init__(self) -> None:
-        self._event = anyio.Event()
+        self._event: anyio.Event | None = None
+        self._fired = False
 
     def ready(self, _ticket: object = None) -> None:
-        self._event.set()
+        self._fired = True
+        if self._event is not None:
+            self._event.set()
 
     async def wait(self, timeout: float | None) -> bool:
+        self._event = anyio.Event()
+        if self._fired:
+            return True
         with anyio.move_on_after(timeout):
             await self._event.wait()
             return True
@@ -117,17 +126,26 @@ class AsyncWaiter:
 
 
 class Waiter:
-    """Waits for a pending circuit-breaker ticket to become active (threads)."""
+    """Waits for a pending circuit-breaker ticket to become active (threads).
 
-    __slots__ = ("_event",)
+    The event is only made when someone waits: most tickets never do.
+    """
+
+    __slots__ = ("_event", "_fired")
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._event: threading.Event | None = None
+        self._fired = False
 
     def ready(self, _ticket: object = None) -> None:
-        self._event.set()
+        self._fired = True
+        if self._event is not None:
+            self._event.set()
 
     def wait(self, timeout: float | None) -> bool:
+        self._event = threading.Event()
+        if self._fired:
+            return True
         return self._event.wait(timeout)
 
 

@@ -373,7 +373,9 @@ class Admission:
                     return Ticket(self, TicketState.OVERFLOW, None, Breaker.REQUESTS)
                 self._active += 1
                 self._admitted_total += 1
-                return Ticket(self, TicketState.ACTIVE, None)
+                ticket = Ticket(self, TicketState.ACTIVE, None)
+                self._fresh_connection_locked(ticket)
+                return ticket
             self._cx_overflow += 1
             if len(self._pending) + self._connecting >= s.max_pending_requests:
                 self._pending_overflow += 1
@@ -435,8 +437,17 @@ class Admission:
                 self._active += 1
                 self._admitted_total += 1
                 ticket.state = TicketState.ACTIVE
+                self._fresh_connection_locked(ticket)
             ready.append(ticket)
         return ready
+
+    def _fresh_connection_locked(self, ticket: Ticket) -> None:
+        """With ``max_requests_per_connection`` 1 every request opens a connection:
+        it counts as pending from admission until :meth:`Ticket.connect_finished`
+        (Envoy keeps such a request pending while its connection is set up)."""
+        if self._settings.max_requests_per_connection == 1 and not ticket._connecting:
+            ticket._connecting = True
+            self._connecting += 1
 
     def stats(self) -> AdmissionStats:
         with self._lock:

@@ -190,9 +190,10 @@ class HTTPSettings:
         note="int32; outstanding requests to the destination; unset or 0: 2^32-1"
     )
     max_requests_per_connection: int | None = spec_field(
-        support=Support.NOT_YET,
-        note="int32; 1 disables keep-alive; unset or 0: unlimited; httpcore pools cannot "
-        "retire a connection after N requests yet",
+        support=Support.PARTIAL,
+        note="int32; 1 disables keep-alive (enforced); other values are not enforced yet; "
+        "unset or 0: unlimited",
+        enforced_if=lambda n: n is None or n in (0, 1),
         istio_default=0,
     )
     max_retries: int | None = spec_field(

@@ -64,6 +64,7 @@ from inmesh.identity.tls import build_client_context
 from inmesh.upstream.tls import UpstreamTLS, UpstreamTLSMode
 
 from .._common import (
+    CONNECT_OBSERVER,
     DEFAULT_LIMITS,
     MAX_SESSIONS,
     PEER_ID,
@@ -144,6 +145,29 @@ class VerifyingBackend(httpcore.NetworkBackend):
         socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
         """Connect to ``host:port``; raise :class:`UpstreamConnectError` / ``...Timeout``."""
+        observer = CONNECT_OBSERVER.get()
+        if observer is None:
+            return self._map_connect(host, port, timeout, local_address, socket_options)
+        observer.connect_started()
+        try:
+            stream = self._map_connect(host, port, timeout, local_address, socket_options)
+        except BaseException:
+            observer.connect_finished()
+            raise
+        if not self.tls.secure:
+            observer.connect_finished()
+            return stream
+        stream.observer = observer  # finished at the end of start_tls
+        return stream
+
+    def _map_connect(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None,
+        local_address: str | None,
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None,
+    ) -> _VerifyingStream:
         endpoint = (host, port)
         try:
             stream = self._inner.connect_tcp(
@@ -212,6 +236,8 @@ class _VerifyingStream(httpcore.NetworkStream):
         self._peer = peer
         self._unsecured = backend.tls.secure and not handshaken
         self._session_reads = _SESSION_READS if handshaken and backend.sessions is not None else 0
+        self.observer: typing.Any = None
+        """Told ``connect_finished()`` when the TLS handshake is over (see CONNECT_OBSERVER)."""
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         try:
@@ -266,6 +292,7 @@ class _VerifyingStream(httpcore.NetworkStream):
         host, port = self._endpoint
         sessions = backend.sessions
         session = sessions.get((host, port, tls)) if sessions is not None else None
+        observer, self.observer = self.observer, None
         try:
             with offer_session(session):
                 stream = self._inner.start_tls(context, tls.sni, timeout)
@@ -274,6 +301,9 @@ class _VerifyingStream(httpcore.NetworkStream):
             if mapped is None:
                 raise
             raise mapped from exc
+        finally:
+            if observer is not None:
+                observer.connect_finished()
         try:
             peer = verify_server(
                 stream.get_extra_info("ssl_object"),

@@ -48,7 +48,7 @@ from inmesh.resilience.retry import RetryState
 from inmesh.routing.fault import is_grpc_content_type
 from inmesh.routing.match import RequestAttrs
 
-from .._common import DEFAULT_LIMITS, PoolLimits
+from .._common import CONNECT_OBSERVER, DEFAULT_LIMITS, PoolLimits
 from .._errors import (
     FaultAbortError,
     LocalReplyError,
@@ -219,6 +219,7 @@ class MeshTransport(httpx.BaseTransport):
                     attempt=state.attempt,
                     timeout=state.attempt_timeout(),
                     route_deadline=deadline,
+                    ticket=ticket,
                 )
                 runtime.report(host, attempt.outcome)
                 if retry_slots:
@@ -358,6 +359,7 @@ class MeshTransport(httpx.BaseTransport):
         connector: Connector | None = None,
         timeout: float | None = None,
         route_deadline: float | None = None,
+        ticket: Ticket | None = None,
     ) -> _Attempt:
         """One attempt to ``host``: the response, or the reply and outcome of its failure.
 
@@ -390,6 +392,8 @@ class MeshTransport(httpx.BaseTransport):
             scheme=request.url.scheme,
             authority=authority,
         )
+        if pool.max_requests_per_connection == 1:
+            headers.append((b"connection", b"close"))  # one request per connection
         if route_deadline is not None and self._propagate:
             left_ms = max(0, int((route_deadline - self._clock.now()) * 1000))
             headers = [h for h in headers if h[0] != _EXPECTED_TIMEOUT]
@@ -412,11 +416,16 @@ class MeshTransport(httpx.BaseTransport):
         host.begin()
         start = self._clock.now()
         try:
-            with AttemptScope(timeout) as scope:
-                # One pool per endpoint, as Envoy keeps connection pools per host.
-                response = (connector or self._connector).handle_request(
-                    (cluster.name, info.upstream_host), tls, core, limits=limits
-                )
+            token = CONNECT_OBSERVER.set(ticket) if ticket is not None else None
+            try:
+                with AttemptScope(timeout) as scope:
+                    # One pool per endpoint, as Envoy keeps connection pools per host.
+                    response = (connector or self._connector).handle_request(
+                        (cluster.name, info.upstream_host), tls, core, limits=limits
+                    )
+            finally:
+                if token is not None:
+                    CONNECT_OBSERVER.reset(token)
         except BaseException as exc:
             host.end()
             if timeout is not None and _is_timeout(exc, request.extensions, timeout):
