@@ -222,12 +222,15 @@ class ClusterRuntime:
     """A cluster's process-wide resilience state: circuit breakers, retry
     admission, outlier detection. Kept across reloads while the cluster exists."""
 
-    __slots__ = ("admission", "outlier", "retries")
+    __slots__ = ("admission", "counted", "outlier", "retries")
 
     def __init__(self) -> None:
         self.admission = Admission()
         self.retries = RetryAdmission.from_policy(None, None)
         self.outlier: OutlierDetector[Host] | None = None
+        self.counted = False
+        """Whether requests need circuit-breaker tickets (limits, or a retry budget
+        that reads the active count); otherwise the transports skip admission."""
 
     def configure(
         self, policy: EffectivePolicy | None, hosts: Sequence[Host], clock: Clock
@@ -239,6 +242,7 @@ class ClusterRuntime:
         self.retries = RetryAdmission.from_policy(
             http.max_retries if http is not None else None, budget
         )
+        self.counted = not self.admission.unlimited or self.retries.uses_budget
         od = policy.outlier_detection if policy is not None else None
         if od is None:
             if self.outlier is not None:

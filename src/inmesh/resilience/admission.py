@@ -349,6 +349,17 @@ class Admission:
         return self._settings
 
     @property
+    def unlimited(self) -> bool:
+        """Every breaker at Istio's default (2^32-1): admission can never refuse."""
+        s = self._settings
+        return (
+            s.max_connections >= DEFAULT_THRESHOLD
+            and s.max_pending_requests >= DEFAULT_THRESHOLD
+            and s.max_requests >= DEFAULT_THRESHOLD
+            and s.max_requests_per_connection != 1
+        )
+
+    @property
     def active(self) -> int:
         """Requests in flight (each holds a connection)."""
         return self._active
@@ -479,3 +490,19 @@ def _notify(tickets: list[Ticket]) -> None:
                 error = exc
     if error is not None:
         raise error
+
+
+class _NoLimits:
+    """The admission behind :data:`FREE_TICKET`: nothing to count."""
+
+    def _release(self, ticket: Ticket) -> None:
+        pass
+
+    def _connect(self, ticket: Ticket, started: bool) -> None:
+        pass
+
+
+FREE_TICKET = Ticket(_NoLimits(), TicketState.ACTIVE, None)  # type: ignore[arg-type]
+"""An always-active ticket whose release does nothing: what a driver may use for a
+cluster whose breakers are all at Istio's unlimited defaults and that has no retry
+budget (nothing would ever read the counts)."""

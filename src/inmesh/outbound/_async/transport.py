@@ -41,7 +41,7 @@ import httpx
 from inmesh._clock import MONOTONIC, Clock, Random
 from inmesh.balancing import Host
 from inmesh.discovery.registry import AddressKind
-from inmesh.resilience.admission import Ticket, TicketState
+from inmesh.resilience.admission import FREE_TICKET, Ticket, TicketState
 from inmesh.resilience.deadline import current_deadline
 from inmesh.resilience.outcome import Failure, Outcome
 from inmesh.resilience.retry import RetryState
@@ -333,6 +333,8 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
 
     async def _admit(self, runtime: ClusterRuntime, deadline: float | None) -> Ticket | None:
         """A circuit-breaker ticket: now, after waiting as a pending request, or ``None`` (overflow)."""
+        if not runtime.counted:
+            return FREE_TICKET
         waiter = AsyncWaiter()
         ticket = runtime.admission.admit(waiter.ready)
         if ticket.state is TicketState.OVERFLOW:
@@ -416,7 +418,8 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         host.begin()
         start = self._clock.now()
         try:
-            token = CONNECT_OBSERVER.set(ticket) if ticket is not None else None
+            counted = ticket is not None and ticket is not FREE_TICKET
+            token = CONNECT_OBSERVER.set(ticket) if counted else None
             try:
                 with AsyncAttemptScope(timeout) as scope:
                     # One pool per endpoint, as Envoy keeps connection pools per host.
@@ -646,6 +649,10 @@ def _clamped(
     """The request's extensions with socket timeouts no longer than ``limit``, and
     the connect timeout no longer than the cluster's ``connectTimeout``."""
     current = extensions.get("timeout") or {}
+    if limit is None:
+        connect = current.get("connect")
+        if connect is not None and connect <= connect_timeout:
+            return extensions  # nothing to clamp (httpx's default 5 s is below Istio's 10 s)
     bounded = {}
     for key in _TIMEOUT_KEYS:
         value = current.get(key)
