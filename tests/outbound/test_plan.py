@@ -323,3 +323,28 @@ def test_request_info_flags() -> None:
     info.flag("URX")
     info.flag("UF")
     assert info.flags == "UF,URX"
+
+
+def test_fault_runs_before_the_cors_preflight() -> None:
+    from inmesh.outbound.plan import Faulted
+
+    vs = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend, namespace: default}
+spec:
+  hosts: [backend]
+  http:
+  - fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+    corsPolicy: {allowOrigins: [{exact: "https://a.example"}], allowMethods: [GET]}
+    route: [{destination: {host: backend}}]
+"""
+    preflight = RequestAttrs.build(
+        method="OPTIONS",
+        authority="backend:8080",
+        headers={"origin": "https://a.example", "access-control-request-method": "GET"},
+    )
+    r = route(planner(vs), preflight)
+    assert isinstance(r, Faulted)
+    assert r.fault.abort_status == 503
+    assert r.reply.status == 200 and r.reply.details == "cors_response"

@@ -75,6 +75,7 @@ __all__ = [
     "Cluster",
     "ClusterManager",
     "ClusterRuntime",
+    "Faulted",
     "OutboundOptions",
     "OutboundPlanner",
     "Passthrough",
@@ -343,6 +344,16 @@ class Routed:
         return self.destination.response_headers
 
 
+@dataclass(frozen=True, slots=True)
+class Faulted:
+    """A reply the CORS filter makes after the fault filter fired: delay (and
+    maybe abort) first, then ``reply`` if not aborted."""
+
+    fault: FaultDecision
+    reply: LocalReply
+    info: RequestInfo
+
+
 def shadow_authority(authority: str) -> str:
     """``backend:8080`` -> ``backend-shadow:8080`` (Envoy ``shadow_writer_impl.cc``)."""
     if authority.startswith("["):
@@ -393,7 +404,9 @@ class OutboundPlanner:
 
     # -- route ---------------------------------------------------------------
 
-    def route(self, attrs: RequestAttrs, rng: Random) -> Routed | LocalReply | Passthrough:
+    def route(
+        self, attrs: RequestAttrs, rng: Random
+    ) -> Routed | LocalReply | Faulted | Passthrough:
         """Decide where a request goes (see the module docstring)."""
         default_port = _DEFAULT_PORTS.get(attrs.scheme)
         hm = self.registry.lookup(
@@ -409,7 +422,7 @@ class OutboundPlanner:
 
     def _outside_registry(
         self, attrs: RequestAttrs, rng: Random, default_port: int | None
-    ) -> Routed | LocalReply | Passthrough:
+    ) -> Routed | LocalReply | Faulted | Passthrough:
         host, port = _split_authority(attrs.authority)
         fqdn = expand_host(host, self.namespace, self.options.domain_suffix) if host else ""
         if fqdn and self.routes.has_virtual_service(fqdn):
@@ -425,7 +438,7 @@ class OutboundPlanner:
 
     def _follow(
         self, attrs: RequestAttrs, decision: RouteDecision | NoRoute, rng: Random, port: int
-    ) -> Routed | LocalReply:
+    ) -> Routed | LocalReply | Faulted:
         if isinstance(decision, NoRoute):
             return replies.route_not_found()
         if decision.kind is RouteKind.REDIRECT:
@@ -443,20 +456,22 @@ class OutboundPlanner:
             status = (dr.status if dr is not None else None) or 200
             return LocalReply(status, body, (), "direct_response", is_error=False)
         info = RequestInfo(route_name=decision.name)
-        cors: CorsResult | None = None
         route = decision.route
+        # Envoy's filter order on a sidecar: fault, then CORS, then the router.
+        fault: FaultDecision | None = None
+        if route is not None and route.fault is not None:
+            compiled_fault = self._compiled_fault(decision)
+            if compiled_fault is not None:
+                fault = compiled_fault.decide(rng)
+        cors: CorsResult | None = None
         if route is not None and route.cors_policy is not None:
             compiled_cors = self._compiled_cors(decision)
             if compiled_cors is not None:
                 cors = compiled_cors.evaluate(attrs.method, attrs.headers)
                 if cors is not None and cors.preflight_response is not None:
                     status, headers = cors.preflight_response
-                    return LocalReply(status, b"", (), "cors_response", headers, is_error=False)
-        fault: FaultDecision | None = None
-        if route is not None and route.fault is not None:
-            compiled_fault = self._compiled_fault(decision)
-            if compiled_fault is not None:
-                fault = compiled_fault.decide(rng)
+                    reply = LocalReply(status, b"", (), "cors_response", headers, is_error=False)
+                    return reply if fault is None else Faulted(fault, reply, info)
         dest = decision.pick(rng)
         cluster = self._destination_cluster(dest, port)
         if cluster is None:

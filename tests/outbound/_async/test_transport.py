@@ -649,3 +649,24 @@ spec:
     assert actual.status_code == 200
     assert actual.headers["access-control-allow-origin"] == "https://app.example.com"
     assert sum(len(b.received) for b in fleet.backends.values()) == 1
+
+
+@pytest.mark.anyio
+async def test_fault_applies_to_cors_preflights(fleet: Fleet, ca: LocalCA, tmp_path: Path) -> None:
+    vs = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend, namespace: default}
+spec:
+  hosts: [backend]
+  http:
+  - fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+    corsPolicy: {allowOrigins: [{exact: "https://app.example.com"}], allowMethods: [GET]}
+    route: [{destination: {host: backend}}]
+"""
+    config = write_config(tmp_path, *backend_config(fleet, vs))
+    headers = {"origin": "https://app.example.com", "access-control-request-method": "GET"}
+    with frontend_mesh(config, ca) as mesh:
+        async with httpx.AsyncClient(transport=mesh.async_transport()) as client:
+            r = await client.options("http://backend:8080/", headers=headers)
+    assert r.status_code == 503 and r.text == "fault filter abort"
+    assert "access-control-allow-origin" not in r.headers

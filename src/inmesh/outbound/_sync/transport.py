@@ -45,7 +45,7 @@ from inmesh.resilience.admission import FREE_TICKET, Ticket, TicketState
 from inmesh.resilience.deadline import current_deadline
 from inmesh.resilience.outcome import Failure, Outcome
 from inmesh.resilience.retry import RetryState
-from inmesh.routing.fault import is_grpc_content_type
+from inmesh.routing.fault import FaultDecision, is_grpc_content_type
 from inmesh.routing.match import RequestAttrs
 
 from .._common import CONNECT_OBSERVER, DEFAULT_LIMITS, PoolLimits
@@ -71,6 +71,7 @@ from ..plan import (
     PASSTHROUGH,
     PASSTHROUGH_CLUSTER,
     ClusterRuntime,
+    Faulted,
     OutboundPlanner,
     Routed,
     ShadowTarget,
@@ -165,23 +166,16 @@ class MeshTransport(httpx.BaseTransport):
             for flag in result.flags:
                 info.flag(flag)
             return self._reply(request, result, info)
+        if isinstance(result, Faulted):
+            aborted = self._fault(request, result.fault, result.info)
+            return aborted or self._reply(request, result.reply, result.info)
         assert isinstance(result, Routed)
         routed = result
         info = routed.info
-        fault = routed.fault
-        if fault is not None:
-            if fault.delay is not None:
-                info.flag("DI")
-                sleep_sync(fault.delay)
-            shape = fault.abort_reply(
-                grpc_request=is_grpc_content_type(request.headers.get("content-type"))
-            )
-            if shape is not None:
-                status, reply_headers, text = shape
-                reply = LocalReply(
-                    status, text.encode(), ("FI",), "fault_filter_abort", tuple(reply_headers)
-                )
-                return self._reply(request, reply, info)
+        if routed.fault is not None:
+            aborted = self._fault(request, routed.fault, info)
+            if aborted is not None:
+                return aborted
         cluster = routed.cluster
         runtime = cluster.runtime
         body, stream = _request_body(request)
@@ -276,6 +270,24 @@ class MeshTransport(httpx.BaseTransport):
                         routed.authority,
                         self._mirror_body_limit,
                     )
+
+    def _fault(
+        self, request: httpx.Request, fault: FaultDecision, info: RequestInfo
+    ) -> httpx.Response | None:
+        """The fault filter: sleep the delay (flag ``DI``); the abort's reply, if any."""
+        if fault.delay is not None:
+            info.flag("DI")
+            sleep_sync(fault.delay)
+        shape = fault.abort_reply(
+            grpc_request=is_grpc_content_type(request.headers.get("content-type"))
+        )
+        if shape is None:
+            return None
+        status, reply_headers, text = shape
+        reply = LocalReply(
+            status, text.encode(), ("FI",), "fault_filter_abort", tuple(reply_headers)
+        )
+        return self._reply(request, reply, info)
 
     def _response(
         self,
