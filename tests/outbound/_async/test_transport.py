@@ -370,6 +370,7 @@ async def test_outside_the_registry(fleet: Fleet, ca: LocalCA, tmp_path: Path) -
             with pytest.raises(RegistryOnlyError):
                 await client.get(url)
     assert blocked.status_code == 502 and blocked.text == ""
+    assert info_of(blocked).route_name == "block_all"
     assert len(plain.received) == 1
 
 

@@ -362,6 +362,7 @@ def test_outside_the_registry(fleet: Fleet, ca: LocalCA, tmp_path: Path) -> None
             with pytest.raises(RegistryOnlyError):
                 client.get(url)
     assert blocked.status_code == 502 and blocked.text == ""
+    assert info_of(blocked).route_name == "block_all"
     assert len(plain.received) == 1
 
 

@@ -79,6 +79,7 @@ from ..plan import (
     upstream_headers,
 )
 from ..replies import REQUEST_INFO_KEY, LocalReply, RequestInfo, upstream_reset
+from ..replies import block_all as _block_all
 from .connect import Connector
 
 __all__ = ["MeshTransport"]
@@ -160,9 +161,7 @@ class MeshTransport(httpx.BaseTransport):
         if result is PASSTHROUGH:
             return self._pass_through(request)
         if isinstance(result, LocalReply):
-            info = RequestInfo(
-                route_name="block_all" if result.details == "direct_response" else "",
-            )
+            info = RequestInfo(route_name="block_all" if result is BLOCK_ALL else "")
             for flag in result.flags:
                 info.flag(flag)
             return self._reply(request, result, info)
@@ -619,6 +618,8 @@ class MeshTransport(httpx.BaseTransport):
 
 
 _UH = LocalReply(503, b"no healthy upstream", ("UH",), "no_healthy_upstream")
+BLOCK_ALL = _block_all()
+"""Istio's ``block_all`` reply (``REGISTRY_ONLY``), one shared value."""
 
 
 _TIMEOUT_KEYS = ("connect", "read", "write", "pool")
