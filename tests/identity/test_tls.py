@@ -483,5 +483,14 @@ def test_session_resumption_and_rotation(
             assert third.session_reused
             third.close()
         else:
-            with pytest.raises(ssl.SSLCertVerificationError):
-                _connect_with_session(client_ctx, server.address, session)
+            try:
+                third = _connect_with_session(client_ctx, server.address, session)
+            except ssl.SSLCertVerificationError:
+                pass
+            else:
+                der = third.getpeercert(binary_form=True) or b""
+                third.close()
+                pytest.fail(
+                    f"handshake after the CA rotation succeeded: resumed={third.session_reused}, "
+                    f"version={third.version()}, old certificate={der == backend.der}"
+                )
