@@ -59,6 +59,7 @@ from inmesh.routing.router import (
     RouteTable,
     WeightedDestination,
     expand_host,
+    split_host_port,
 )
 from inmesh.upstream.policy import DestinationRuleIndex, EffectivePolicy
 from inmesh.upstream.tls import UpstreamTLS, destination_identities, upstream_tls_for
@@ -296,13 +297,6 @@ class ClusterManager:
             self._hosts[name] = hosts
             return hosts
 
-    def forget_except(self, names: Iterable[str]) -> None:
-        """Drop the hosts of clusters that are gone (called after a reload)."""
-        keep = set(names)
-        with self._lock:
-            for name in [n for n in self._hosts if n not in keep]:
-                del self._hosts[name]
-                self._runtime.pop(name, None)
 
 
 # ---------------------------------------------------------------------------
@@ -423,7 +417,7 @@ class OutboundPlanner:
     def _outside_registry(
         self, attrs: RequestAttrs, rng: Random, default_port: int | None
     ) -> Routed | LocalReply | Faulted | Passthrough:
-        host, port = _split_authority(attrs.authority)
+        host, port = split_host_port(attrs.authority)
         fqdn = expand_host(host, self.namespace, self.options.domain_suffix) if host else ""
         if fqdn and self.routes.has_virtual_service(fqdn):
             # A VirtualService for a name that is not a service (Istio builds a
@@ -729,15 +723,3 @@ def _with_port(attrs: RequestAttrs, port: int) -> RequestAttrs:
         headers=attrs.headers,
         port=port,
     )
-
-
-def _split_authority(authority: str) -> tuple[str, int | None]:
-    if authority.startswith("["):
-        end = authority.find("]")
-        rest = authority[end + 1 :]
-        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
-        return authority[: end + 1].lower(), port
-    host, sep, port_text = authority.rpartition(":")
-    if sep and port_text.isdigit():
-        return host.lower(), int(port_text)
-    return authority.lower(), None

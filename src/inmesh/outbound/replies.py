@@ -33,7 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = [
-    "FAULT_ABORT_BODY",
     "NO_HEALTHY_UPSTREAM_BODY",
     "REQUEST_INFO_KEY",
     "LocalReply",
@@ -49,7 +48,6 @@ __all__ = [
 REQUEST_INFO_KEY = "inmesh.request_info"
 """The ``httpx.Response.extensions`` key of the :class:`RequestInfo`."""
 
-FAULT_ABORT_BODY = "fault filter abort"
 NO_HEALTHY_UPSTREAM_BODY = "no healthy upstream"
 _RESET_PREFIX = "upstream connect error or disconnect/reset before headers. "
 
@@ -141,17 +139,21 @@ def block_all() -> LocalReply:
     return _BLOCK_ALL
 
 
-def fault_abort(status: int, grpc_status: int | None = None) -> LocalReply:
-    """The fault filter's reply: the configured status, or HTTP 200 with ``grpc-status``."""
-    if grpc_status is not None:
-        return LocalReply(
-            200,
-            b"",
-            ("FI",),
-            "fault_filter_abort",
-            (("content-type", "application/grpc"), ("grpc-status", str(grpc_status))),
-        )
-    return LocalReply(status, FAULT_ABORT_BODY.encode(), ("FI",), "fault_filter_abort")
+def fault_abort(
+    status: int, grpc_status: int | None = None, *, grpc_request: bool | None = None
+) -> LocalReply:
+    """The fault filter's reply (shape from :meth:`FaultDecision.abort_reply`):
+    the configured status with ``fault filter abort``, or for a gRPC request
+    HTTP 200 with ``grpc-status``. ``grpc_request`` ``None``: a gRPC request
+    when ``grpc_status`` is given."""
+    from inmesh.routing.fault import FaultDecision
+
+    decision = FaultDecision(abort_status=status, grpc_status=grpc_status)
+    grpc = grpc_status is not None if grpc_request is None else grpc_request
+    shape = decision.abort_reply(grpc_request=grpc)
+    assert shape is not None
+    code, headers, text = shape
+    return LocalReply(code, text.encode(), ("FI",), "fault_filter_abort", tuple(headers))
 
 
 def upstream_reset(

@@ -59,6 +59,7 @@ __all__ = [
     "RouteTable",
     "WeightedDestination",
     "expand_host",
+    "split_host_port",
 ]
 
 ORIGINAL_PATH_HEADER = "x-envoy-original-path"
@@ -283,9 +284,9 @@ class RouteDecision:
             raise ValueError(f"route {self.name!r} is not a redirect")
         scheme = rd.scheme or attrs.scheme
         if rd.authority:
-            host, port = _split_authority(rd.authority)
+            host, port = split_host_port(rd.authority)
         else:
-            host, port = _split_authority(attrs.authority)
+            host, port = split_host_port(attrs.authority)
             if rd.scheme and rd.scheme != attrs.scheme:
                 port = None
         if rd.port:
@@ -309,7 +310,8 @@ class RouteDecision:
         return f"{scheme}://{netloc}{path}"
 
 
-def _split_authority(authority: str) -> tuple[str, int | None]:
+def split_host_port(authority: str) -> tuple[str, int | None]:
+    """``backend:8080`` -> ``("backend", 8080)``; ``[::1]:80`` keeps its brackets; no port: ``None``."""
     if authority.startswith("["):
         end = authority.find("]")
         rest = authority[end + 1 :]

@@ -65,6 +65,7 @@ from .._io import (
     AsyncAttemptScope,
     AsyncShadowDispatcher,
     AsyncWaiter,
+    ShadowStats,
     sleep_async,
 )
 from ..plan import (
@@ -78,7 +79,14 @@ from ..plan import (
     response_headers,
     upstream_headers,
 )
-from ..replies import REQUEST_INFO_KEY, LocalReply, RequestInfo, upstream_reset
+from ..replies import (
+    REQUEST_INFO_KEY,
+    LocalReply,
+    RequestInfo,
+    fault_abort,
+    no_healthy_upstream,
+    upstream_reset,
+)
 from ..replies import block_all as _block_all
 from .connect import AsyncConnector
 
@@ -141,7 +149,7 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         return self._connector
 
     @property
-    def mirror_stats(self) -> typing.Any:
+    def mirror_stats(self) -> ShadowStats:
         """Counters of mirrored requests (dispatched, completed, failed, dropped)."""
         return self._mirrors.stats
 
@@ -201,7 +209,7 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
                     attrs, self._rng, source_ip=self._source_ip, avoid=state.avoid
                 )
                 if host is None:
-                    return self._reply(request, _UH, info)
+                    return self._reply(request, no_healthy_upstream(), info)
                 state.record_host(host)
                 attempt = await self._send(
                     request,
@@ -277,15 +285,10 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         if fault.delay is not None:
             info.flag("DI")
             await sleep_async(fault.delay)
-        shape = fault.abort_reply(
-            grpc_request=is_grpc_content_type(request.headers.get("content-type"))
-        )
-        if shape is None:
+        if not fault.aborts:
             return None
-        status, reply_headers, text = shape
-        reply = LocalReply(
-            status, text.encode(), ("FI",), "fault_filter_abort", tuple(reply_headers)
-        )
+        grpc = is_grpc_content_type(request.headers.get("content-type"))
+        reply = fault_abort(fault.abort_status or 200, fault.grpc_status, grpc_request=grpc)
         return self._reply(request, reply, info)
 
     def _response(
@@ -617,7 +620,6 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         await self.aclose()
 
 
-_UH = LocalReply(503, b"no healthy upstream", ("UH",), "no_healthy_upstream")
 BLOCK_ALL = _block_all()
 """Istio's ``block_all`` reply (``REGISTRY_ONLY``), one shared value."""
 
