@@ -10,14 +10,13 @@ Building
     inmesh afterwards (:func:`verify_peer_identity`), as Envoy checks SANs.
 
 Hot reload: the choice
-    :class:`ServerTLS` hands a server one *base* context whose
-    ``sni_callback`` moves every new connection onto the *active* context,
-    rebuilt from scratch at each rotation (python-tech.md §3.4, option 2). The
-    callback runs for every handshake, with or without SNI, before the server
-    certificate is chosen and the client's is verified, so new handshakes use
-    the new certificate **and the new trust bundle**, while established
-    connections keep the context they were accepted with. It was chosen over
-    reloading in place with ``load_cert_chain`` because:
+    :class:`ServerTLS` hands a server one *listening* context whose
+    ``wrap_socket``/``wrap_bio`` create every new connection **from the
+    active context**, a plain context rebuilt from scratch at each rotation
+    (python-tech.md §3.4, option 2). New handshakes therefore use the new
+    certificate **and the new trust bundle**, while established connections
+    keep the context they were accepted with. It was chosen over reloading in
+    place with ``load_cert_chain`` because:
 
     * a rotation may *replace* the trust bundle (root rotation, a CA taken
       out); ``load_verify_locations`` can only add CAs to a live context;
@@ -27,20 +26,40 @@ Hot reload: the choice
     * the swap is one attribute assignment, atomic under the GIL; a failed
       rebuild leaves the previous context active.
 
-    OpenSSL takes ``verify_mode`` from the base context, not from the swapped
-    one, so the base is built with the same mode and a certificate of its own
-    (the one current at construction) and is never changed.
+    Creating the connection from the active context (rather than switching
+    contexts in ``sni_callback`` only, as earlier versions did) matters for
+    session resumption: OpenSSL looks resumable sessions up in the context a
+    connection was *created* from (its TLS 1.2 session-ID cache, and the keys
+    that decrypt tickets), ``SSL_set_SSL_CTX`` never changes that, CPython
+    gives every context the same session-ID context, and a resumed handshake
+    skips certificate verification. With one listening context, a TLS 1.2
+    client of a CA that a rotation had removed could resume a session from
+    before the rotation, with or without tickets. Now each version has its own
+    session cache and ticket keys, and a rotation starts with empty ones: a
+    session from an older version is never found, the client gets a full
+    handshake against the new trust bundle.
 
-    Session resumption is **off** in :class:`ServerTLS` contexts (no TLS 1.3
-    tickets, ``OP_NO_TICKET``). OpenSSL keeps resumable sessions in the
-    context a connection *started* with (the base, which never changes), and a
-    resumed handshake skips certificate verification; measured: a client of a
-    removed CA resumed a pre-rotation session after the trust bundle had been
-    replaced, at TLS 1.3 and 1.2. With ``OP_NO_TICKET`` and ``num_tickets = 0``
-    nothing resumed, and that client was refused. Python has no way to expire those sessions at rotation, so
-    ``session_tickets=True`` turns resumption on only for callers who accept
-    that sessions survive a rotation for their lifetime. httpx/httpcore
-    clients do not resume sessions anyway (python-tech.md §2.5).
+    The ``sni_callback`` (set on every context, called by OpenSSL for every
+    handshake after the session lookup, before the server certificate is
+    chosen and the client's verified) covers what creation time cannot: a
+    connection created before a rotation whose ClientHello arrives after it,
+    or one created from some other context (a server calling the private
+    ``_wrap_*`` methods). Such a connection is moved onto the active context,
+    and if it resumed a session no newer than the active version's
+    installation it is refused (``HANDSHAKE_FAILURE`` alert; counted in
+    :attr:`ServerTLS.stale_sessions_refused`). :func:`verified_peer_der` adds
+    a last check where inmesh reads the peer certificate: a resumed session
+    older than the connection's context yields no certificate, so no identity.
+
+    Session tickets are **off** by default in :class:`ServerTLS` contexts
+    (``OP_NO_TICKET``, ``num_tickets = 0``: no TLS 1.3 resumption at all).
+    Python cannot turn off OpenSSL's server session-ID cache, so a TLS 1.2
+    client can still resume a session *within one certificate version*;
+    ``session_tickets=True`` allows tickets too. Either way a resumed session
+    never outlives a rotation, and its peer certificate was verified against
+    the trust bundle still in force (it is not re-checked for expiry: sessions
+    last at most 2 hours, OpenSSL's default). httpx/httpcore clients do not
+    resume sessions anyway (python-tech.md §2.5).
 
     A client context cannot swap per connection and a connection pool keeps
     the context it was built with, so :class:`ClientTLS` builds a new client
@@ -58,7 +77,9 @@ Key material on disk
 
 Peer identity
     :func:`peer_spiffe_id` extracts the SPIFFE ID from a peer's DER
-    certificate (``getpeercert(binary_form=True)``). Parsing costs ~12 µs, so
+    certificate (``getpeercert(binary_form=True)``; on the server side,
+    :func:`verified_peer_der` reads it and drops it for a stale resumed
+    session, see above). Parsing costs ~12 µs, so
     results are memoised in a bounded LRU keyed by the DER bytes (4096
     entries); the function is pure, so the cache holds no state that matters.
 """
@@ -70,9 +91,11 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from types import TracebackType
 from typing import TypeVar
@@ -95,6 +118,7 @@ __all__ = [
     "load_certificate",
     "peer_spiffe_id",
     "peer_spiffe_id_of_connection",
+    "verified_peer_der",
     "verify_peer_identity",
 ]
 
@@ -104,6 +128,7 @@ PEER_ID_CACHE_SIZE = 4096
 """How many peer certificates :func:`peer_spiffe_id` remembers."""
 
 _T = TypeVar("_T", bound="_Reloading")
+_C = TypeVar("_C", bound=ssl.SSLContext)
 
 
 class PeerIdentityError(IdentityError):
@@ -173,8 +198,8 @@ def load_certificate(ctx: ssl.SSLContext, cert: WorkloadCertificate) -> None:
         raise CertificateError(f"OpenSSL refused the trust bundle: {exc}") from None
 
 
-def _base_context(protocol: int, alpn_protocols: Sequence[str] | None) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(protocol)
+def _base_context(protocol: int, alpn_protocols: Sequence[str] | None, cls: type[_C]) -> _C:
+    ctx = cls(protocol)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION
     if alpn_protocols:
@@ -195,10 +220,28 @@ def build_server_context(
     without a certificate chaining to the bundle fails the handshake.
     ``False`` (``CERT_OPTIONAL``) suits PERMISSIVE: a certificate, if sent, is
     still verified, but TLS clients without one are let in.
-    ``session_tickets=False`` disables session resumption (see the module docstring).
-    The context does not follow rotations; :class:`ServerTLS` does.
+    ``session_tickets=False`` disables session tickets (TLS 1.2 session IDs
+    stay; see the module docstring). The context does not follow rotations;
+    :class:`ServerTLS` does.
     """
-    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, alpn_protocols)
+    return _server_context(
+        ssl.SSLContext,
+        cert,
+        require_client_cert=require_client_cert,
+        alpn_protocols=alpn_protocols,
+        session_tickets=session_tickets,
+    )
+
+
+def _server_context(
+    cls: type[_C],
+    cert: WorkloadCertificate,
+    *,
+    require_client_cert: bool,
+    alpn_protocols: Sequence[str] | None,
+    session_tickets: bool,
+) -> _C:
+    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, alpn_protocols, cls)
     ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     if not session_tickets:
         ctx.options |= ssl.OP_NO_TICKET
@@ -219,7 +262,7 @@ def build_client_context(
     (``CERT_REQUIRED``). Note that httpcore sets its own ALPN list on the
     context at each connection.
     """
-    ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, alpn_protocols)
+    ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, alpn_protocols, ssl.SSLContext)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
     load_certificate(ctx, cert)
@@ -294,19 +337,101 @@ class _Reloading:
         self.close()
 
 
+class _VersionContext(ssl.SSLContext):
+    """The context :class:`ServerTLS` built for one certificate version."""
+
+    inmesh_version: int
+    """The version of the certificate it presents."""
+    inmesh_installed_at: float
+    """Wall-clock time (``time.time()``) at which it became the active context."""
+
+
+class _ListeningContext(ssl.SSLContext):
+    """:attr:`ServerTLS.context`: creates each connection from the active context.
+
+    ``wrap_socket``/``wrap_bio`` return an ``SSLSocket``/``SSLObject`` made by
+    the active context itself, so OpenSSL's session cache and ticket keys are
+    that version's (see the module docstring). A listening socket (not
+    connected: no TLS yet) is wrapped by this context, so that its
+    ``accept()``, which calls ``self.context.wrap_socket``, comes back here.
+    This context is a complete one for the certificate current at
+    construction, used only by code that bypasses these two methods.
+    """
+
+    inmesh_server: ServerTLS
+
+    def wrap_socket(
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        try:
+            sock.getpeername()
+        except OSError:  # a listening (or unconnected) socket: no SSL object is made
+            return super().wrap_socket(
+                sock,
+                server_side=server_side,
+                do_handshake_on_connect=do_handshake_on_connect,
+                suppress_ragged_eofs=suppress_ragged_eofs,
+                server_hostname=server_hostname,
+                session=session,
+            )
+        return self.inmesh_server.active_context.wrap_socket(
+            sock,
+            server_side=server_side,
+            do_handshake_on_connect=do_handshake_on_connect,
+            suppress_ragged_eofs=suppress_ragged_eofs,
+            server_hostname=server_hostname,
+            session=session,
+        )
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        return self.inmesh_server.active_context.wrap_bio(
+            incoming,
+            outgoing,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            session=session,
+        )
+
+
+def _session_time(conn: ssl.SSLObject | ssl.SSLSocket) -> int | None:
+    """When the (resumed) session of ``conn`` was established, ``None`` if unknown."""
+    try:
+        session = conn.session
+    except (ValueError, ssl.SSLError):
+        return None
+    return None if session is None else session.time
+
+
 class ServerTLS(_Reloading):
     """A server ``SSLContext`` that follows a certificate source's rotations.
 
     Give :attr:`context` to the server (uvicorn's ``ssl_context_factory``,
-    gunicorn's ``ssl_context`` hook, werkzeug's ``ssl_context``,
-    ``ssl_ctx.wrap_socket``...). Every new handshake switches, through
-    ``sni_callback``, to the context built for the newest certificate;
-    established connections are untouched (see the module docstring).
+    asyncio's ``ssl=``, gunicorn's ``ssl_context`` hook, werkzeug's
+    ``ssl_context``, ``ssl_ctx.wrap_socket``...). Every new connection is
+    created from the context built for the newest certificate and trust
+    bundle, which has a session cache of its own: no TLS session from before a
+    rotation can be resumed after it. Established connections are untouched
+    (see the module docstring). Configure TLS through the arguments below:
+    settings changed on :attr:`context` after construction do not reach the
+    per-version contexts connections are made from.
 
     ``require_client_cert``: True for STRICT (``CERT_REQUIRED``), False for
-    PERMISSIVE (``CERT_OPTIONAL``). ``session_tickets``: allow TLS session
-    resumption, off by default because resumed sessions outlive a trust
-    bundle rotation (see the module docstring).
+    PERMISSIVE (``CERT_OPTIONAL``). ``session_tickets``: also allow TLS
+    session tickets (TLS 1.3 resumption), off by default; resumption, when it
+    happens, stays within one certificate version.
     """
 
     def __init__(
@@ -321,39 +446,67 @@ class ServerTLS(_Reloading):
         self._require = require_client_cert
         self._tickets = session_tickets
         self._alpn = tuple(alpn_protocols) if alpn_protocols else None
+        self.stale_sessions_refused = 0
+        """Handshakes refused for resuming a session from before the active version."""
         cert = source.current()
-        self.context: ssl.SSLContext = self._build(cert)
+        listening = self._build(_ListeningContext, cert)
+        listening.inmesh_server = self
+        listening.sni_callback = self._select
+        self.context: ssl.SSLContext = listening
         """The context to give the server; it never changes."""
-        self._active = self.context
-        self._active_version = cert.version
+        self._active = self._version_context(cert)
         self._active_cert = cert
-        self.context.sni_callback = self._select
         self._follow()
         self.refresh()  # a rotation between current() and subscribe()
 
-    def _build(self, cert: WorkloadCertificate) -> ssl.SSLContext:
-        return build_server_context(
+    def _build(self, cls: type[_C], cert: WorkloadCertificate) -> _C:
+        return _server_context(
+            cls,
             cert,
             require_client_cert=self._require,
             alpn_protocols=self._alpn,
             session_tickets=self._tickets,
         )
 
+    def _version_context(self, cert: WorkloadCertificate) -> _VersionContext:
+        ctx = self._build(_VersionContext, cert)
+        ctx.inmesh_version = cert.version
+        ctx.sni_callback = self._select
+        # before it is published: every session it will cache is newer than this
+        ctx.inmesh_installed_at = time.time()
+        return ctx
+
     def _select(
         self, conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, ctx: ssl.SSLContext
-    ) -> None:
+    ) -> int | None:
+        """``sni_callback``: move a connection made from another context onto the active one."""
         active = self._active
-        if active is not ctx:
-            conn.context = active
+        if ctx is active:
+            return None
+        if conn.session_reused:
+            # OpenSSL resumed a session from ``ctx``'s cache: refuse it unless it
+            # was established after the active version was installed (seconds:
+            # a session of the same second is refused too).
+            established = _session_time(conn)
+            if established is None or established <= active.inmesh_installed_at:
+                self.stale_sessions_refused += 1
+                logger.info(
+                    "refusing a TLS handshake that resumed a session from before "
+                    "certificate version %d",
+                    active.inmesh_version,
+                )
+                return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
+        conn.context = active
+        return None
 
     def _install(self, cert: WorkloadCertificate) -> None:
-        new = self._build(cert)
-        self._active, self._active_version, self._active_cert = new, cert.version, cert
+        new = self._version_context(cert)
+        self._active, self._active_cert = new, cert
 
     @property
     def version(self) -> int:
         """The version of the certificate new handshakes present."""
-        return self._active_version
+        return self._active.inmesh_version
 
     @property
     def certificate(self) -> WorkloadCertificate:
@@ -362,7 +515,7 @@ class ServerTLS(_Reloading):
 
     @property
     def active_context(self) -> ssl.SSLContext:
-        """The context new connections are moved onto (rebuilt at each rotation)."""
+        """The context new connections are created from (rebuilt at each rotation)."""
         return self._active
 
 
@@ -428,9 +581,40 @@ def peer_spiffe_id(der: bytes | bytearray | memoryview) -> SpiffeId | None:
     return _peer_id_cached(bytes(der))
 
 
-def peer_spiffe_id_of_connection(conn: ssl.SSLObject | ssl.SSLSocket) -> SpiffeId | None:
-    """The SPIFFE ID of the peer of a TLS connection, ``None`` without a peer certificate."""
+def verified_peer_der(conn: ssl.SSLObject | ssl.SSLSocket) -> bytes | None:
+    """The peer's leaf certificate (DER) of an established TLS connection, or ``None``.
+
+    ``None`` without a peer certificate, and also, on the server side of a
+    :class:`ServerTLS` connection, when the handshake resumed a session
+    established before the connection's certificate version was installed:
+    that certificate was verified against an older trust bundle, so it must
+    not yield an identity. :class:`ServerTLS` never lets such a handshake
+    complete; this is a second line of defence. (Session times are whole
+    seconds, so a stale session from the second of the rotation itself goes
+    unnoticed here; the handshake-time check refuses those.)
+    """
     der = conn.getpeercert(binary_form=True)
+    if not der:
+        return None
+    ctx = getattr(conn, "context", None)  # (duck-typed stand-ins may have none)
+    if isinstance(ctx, _VersionContext) and conn.server_side and conn.session_reused:
+        established = _session_time(conn)
+        if established is None or established < int(ctx.inmesh_installed_at):
+            logger.warning(
+                "ignoring the peer certificate of a TLS connection that resumed a session "
+                "from before certificate version %d",
+                ctx.inmesh_version,
+            )
+            return None
+    return der
+
+
+def peer_spiffe_id_of_connection(conn: ssl.SSLObject | ssl.SSLSocket) -> SpiffeId | None:
+    """The SPIFFE ID of the peer of a TLS connection, ``None`` without a peer certificate.
+
+    The certificate is read with :func:`verified_peer_der`.
+    """
+    der = verified_peer_der(conn)
     return peer_spiffe_id(der) if der else None
 
 

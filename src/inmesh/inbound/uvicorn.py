@@ -94,8 +94,12 @@ def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[str, Any]:
     """The ASGI TLS extension dict for an established TLS connection.
 
     Also used by :mod:`inmesh.inbound.serve`; see the module docstring for the keys.
+    The client certificate is read with
+    :func:`~inmesh.identity.tls.verified_peer_der` (none for a stale resumed session).
     """
-    der = ssl_object.getpeercert(binary_form=True)
+    from inmesh.identity.tls import verified_peer_der
+
+    der = verified_peer_der(ssl_object)
     cipher = ssl_object.cipher()
     version = ssl_object.version()
     return {
