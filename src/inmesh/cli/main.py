@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "inmesh.cli.validate",
     "inmesh.cli.certs",
     "inmesh.cli.serve",
+    "inmesh.cli.demo",
 )
 
 
