@@ -1,6 +1,8 @@
 """Outbound cost: the decision path alone, and keep-alive round trips with and without the mesh.
 
-    python benchmarks/outbound.py [--decisions 20000] [--requests 3000] [--rounds 5]
+    python benchmarks/outbound.py [--decisions 20000] [--rounds 5] [--requests 1000]
+                                  [--trip-rounds 15] [--skip-decisions] [--skip-transport]
+                                  [--skip-round-trips]
 
 Part 1, decision path (no network): for 1 / 100 / 1,000 VirtualServices and
 10 / 1,000 / 10,000 endpoints behind the routed service, the microseconds one
@@ -10,12 +12,20 @@ VirtualService match, weighted destination, cluster), the balancer pick
 (LEAST_REQUEST), the upstream headers, and the feedback (``Host.end``).
 Median of ``--rounds`` rounds of ``--decisions`` requests each.
 
-Part 2, round trips: the same uvicorn server (plain HTTP/1.1 on 127.0.0.1,
+Part 2, the transport alone: ``httpx.HTTPTransport`` and the mesh's
+transport over an in-memory connection that answers every request with the
+same canned response (no network, no server), CPU time per request: what
+the mesh adds, measured without the noise of real round trips.
+
+Part 3, round trips: the same uvicorn server (plain HTTP/1.1 on 127.0.0.1,
 ASGI app answering ``ok``) called sequentially over one keep-alive
 connection by bare ``httpx.Client`` and by ``httpx.Client(transport=
 mesh.transport())`` (a ServiceEntry routes ``echo:8080`` to it), alternated
-in rounds within one run so both see the same machine. Reports requests per
-second of each and their ratio (mesh / bare).
+in ``--trip-rounds`` rounds of ``--requests`` each within one run (which
+client goes first alternates too), so both see the same machine. Reports the
+median requests per second of each, their ratio (mesh / bare) and the
+microseconds the mesh adds per request. On a shared machine the ratio moves
+by a few points between runs: compare several runs.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpcore
 import httpx
 
 from inmesh import Mesh, Workload
@@ -204,8 +215,9 @@ spec:
                 meshed.get(mesh_url)
             bare_rps: list[float] = []
             mesh_rps: list[float] = []
-            for _ in range(rounds):
-                for client, url, out in ((bare, bare_url, bare_rps), (meshed, mesh_url, mesh_rps)):
+            for i in range(rounds):
+                pair = [(bare, bare_url, bare_rps), (meshed, mesh_url, mesh_rps)]
+                for client, url, out in pair if i % 2 == 0 else pair[::-1]:
                     gc.collect()
                     start = time.perf_counter()
                     for _ in range(requests):
@@ -216,26 +228,129 @@ spec:
     return statistics.median(bare_rps), statistics.median(mesh_rps)
 
 
+_CANNED = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ndate: x\r\nserver: uvicorn\r\n\r\nok"
+
+
+class _CannedStream(httpcore.NetworkStream):
+    """An in-memory connection answering every request with the same response."""
+
+    def __init__(self) -> None:
+        self._answer = False
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        answer, self._answer = self._answer, False
+        return _CANNED if answer else b""
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if buffer.endswith(b"\r\n\r\n"):  # the end of a body-less request
+            self._answer = True
+
+    def close(self) -> None:
+        pass
+
+    def get_extra_info(self, info: str) -> object:
+        return False if info == "is_readable" else None
+
+
+class _CannedBackend(httpcore.NetworkBackend):
+    def connect_tcp(self, *args: object, **kwargs: object) -> httpcore.NetworkStream:
+        return _CannedStream()
+
+
+def transport_cost(requests: int, rounds: int) -> dict[str, float]:
+    """CPU microseconds per request of httpx's own transport and of the mesh's,
+    both over an in-memory connection (no network, no server): what the mesh
+    transport adds, without the noise of a real round trip. The mesh runs as
+    made by default, and again with its telemetry hooks detached (when it has
+    them): the routing, resilience and connection handling alone."""
+    from inmesh.outbound import Connector
+    from inmesh.outbound._sync.transport import MeshTransport
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "se.yaml").write_text(
+            """apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http, protocol: HTTP, targetPort: 9999}]
+  endpoints: [{address: 127.0.0.1}]
+"""
+        )
+        with Mesh(tmp, workload=WORKLOAD, watch=False) as mesh, httpx.Client() as client:
+            bare = httpx.HTTPTransport()
+            bare._pool = httpcore.ConnectionPool(network_backend=_CannedBackend())
+            transports: dict[str, httpx.BaseTransport] = {"httpx's own": bare}
+            for name in ("mesh", "mesh, telemetry off"):
+                meshed = MeshTransport(
+                    mesh, Connector(mesh.certificates, network_backend=_CannedBackend())
+                )
+                if name == "mesh, telemetry off":
+                    if getattr(meshed, "_telemetry", None) is None:
+                        continue  # no telemetry hooks to detach
+                    meshed._telemetry = None
+                transports[name] = meshed
+            requests_for = {
+                name: client.build_request(
+                    "GET", "http://127.0.0.1:9999/" if t is bare else "http://echo:8080/"
+                )
+                for name, t in transports.items()
+            }
+
+            def run(name: str, n: int) -> float:
+                transport, request = transports[name], requests_for[name]
+                gc.collect()
+                start = time.thread_time()
+                for _ in range(n):
+                    response = transport.handle_request(request)
+                    response.read()
+                    response.close()
+                return (time.thread_time() - start) / n * 1e6
+
+            samples: dict[str, list[float]] = {name: [] for name in transports}
+            for name in transports:
+                run(name, 500)
+            for _ in range(rounds):
+                for name in transports:
+                    samples[name].append(run(name, requests))
+            for transport in transports.values():
+                transport.close()
+    return {name: min(values) for name, values in samples.items()}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--decisions", type=int, default=20_000)
-    parser.add_argument("--requests", type=int, default=3_000)
+    parser.add_argument("--requests", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--trip-rounds", type=int, default=15)
     parser.add_argument("--skip-round-trips", action="store_true")
+    parser.add_argument("--skip-decisions", action="store_true")
+    parser.add_argument("--skip-transport", action="store_true")
     args = parser.parse_args(argv)
     print(f"python {sys.version.split()[0]}")
-    print("decision path, us per request (median of rounds):")
-    print(f"{'VirtualServices':>16} {'endpoints':>10} {'us':>8}")
-    for services in (1, 100, 1000):
-        for endpoints in (10, 1000, 10_000):
-            us = decision_cost(services, endpoints, args.decisions, args.rounds)
-            print(f"{services:>16} {endpoints:>10} {us:>8.2f}")
+    if not args.skip_decisions:
+        print("decision path, us per request (median of rounds):")
+        print(f"{'VirtualServices':>16} {'endpoints':>10} {'us':>8}")
+        for services in (1, 100, 1000):
+            for endpoints in (10, 1000, 10_000):
+                us = decision_cost(services, endpoints, args.decisions, args.rounds)
+                print(f"{services:>16} {endpoints:>10} {us:>8.2f}")
+    if not args.skip_transport:
+        costs = transport_cost(10_000, 15)
+        base = costs["httpx's own"]
+        print("transport alone, in-memory connection, CPU us per request (best of 15 rounds):")
+        for name, us in costs.items():
+            added = f"   (adds {us - base:.1f} us)" if name != "httpx's own" else ""
+            print(f"  {name:<20} {us:8.1f}{added}")
     if not args.skip_round_trips:
-        bare, meshed = round_trips(args.requests, args.rounds)
+        bare, meshed = round_trips(args.requests, args.trip_rounds)
         print("keep-alive round trips, sync httpx, requests/s (median of rounds):")
-        print(f"  bare httpx   {bare:8.0f}")
-        print(f"  mesh         {meshed:8.0f}")
-        print(f"  ratio        {meshed / bare:8.3f}")
+        print(f"  bare httpx   {bare:8.0f}   ({1e6 / bare:6.1f} us per request)")
+        print(f"  mesh         {meshed:8.0f}   ({1e6 / meshed:6.1f} us per request)")
+        print(f"  ratio        {meshed / bare:8.3f}   (mesh adds {1e6 / meshed - 1e6 / bare:.1f} us)")
     return 0
 
 

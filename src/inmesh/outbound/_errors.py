@@ -24,9 +24,12 @@ of them are raised before any request byte was sent, except
 :class:`ClientCertificateRejectedError` under TLS 1.3 (see above). Each carries the
 ``endpoint`` (``(address, port)``) and the ``destination`` key it concerns.
 
-:func:`map_httpcore_exceptions` is the single translation table for what
-comes out of an httpcore pool: httpcore's exceptions become httpx's (as
+:func:`mapped_exception` is the single translation table for what comes
+out of an httpcore pool: httpcore's exceptions become httpx's (as
 ``httpx.HTTPTransport`` does), connection failures become the classes above.
+:func:`map_httpcore_exceptions` applies it as a context manager; the request
+path uses ``except MAPPED_EXCEPTIONS`` and :func:`raise_mapped` instead, which
+cost nothing unless something is raised.
 :func:`handshake_error` and :func:`read_error` classify TLS failures at the
 stream, where the underlying :class:`ssl.SSLError` is still attached
 (httpcore's pool re-raises ``from None``, which drops it).
@@ -37,7 +40,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 from collections.abc import Hashable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import httpcore
 import httpx
@@ -46,6 +49,7 @@ from inmesh.errors import InmeshError
 
 __all__ = [
     "CLIENT_CERTIFICATE_ALERTS",
+    "MAPPED_EXCEPTIONS",
     "ClientCertificateRejectedError",
     "ConnectorClosedError",
     "UpstreamCertificateError",
@@ -55,6 +59,8 @@ __all__ = [
     "UpstreamTLSError",
     "handshake_error",
     "map_httpcore_exceptions",
+    "mapped_exception",
+    "raise_mapped",
     "read_error",
 ]
 
@@ -285,6 +291,56 @@ _HTTPCORE_TO_HTTPX: dict[type[Exception], type[httpx.HTTPError]] = {
 }
 
 
+MAPPED_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    httpx.HTTPError,
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.ProxyError,
+    httpcore.UnsupportedProtocol,
+    ssl.SSLError,
+)
+"""What :func:`mapped_exception` handles; anything else passes through unchanged."""
+
+
+def mapped_exception(exc: BaseException, request: httpx.Request | None = None) -> BaseException:
+    """The exception to raise for ``exc``, one of :data:`MAPPED_EXCEPTIONS`.
+
+    ``exc`` itself for an httpx exception (inmesh's included; re-raise it),
+    else the new httpx exception (raise it ``from exc``, as :func:`raise_mapped`
+    does).
+    """
+    if isinstance(exc, httpx.HTTPError):
+        if request is not None:
+            exc.request = request
+        return exc
+    new: httpx.HTTPError
+    if isinstance(exc, ssl.SSLError):
+        new = httpx.ReadError(str(exc))
+    else:
+        mapped: type[httpx.HTTPError] = httpx.TransportError
+        for cls in type(exc).__mro__:
+            found = _HTTPCORE_TO_HTTPX.get(cls)
+            if found is not None:
+                mapped = found
+                break
+        new = mapped(str(exc))
+    if request is not None:
+        new.request = request
+    return new
+
+
+def raise_mapped(exc: BaseException, request: httpx.Request | None = None) -> NoReturn:
+    """Raise :func:`mapped_exception` of ``exc`` (``from exc`` when it is a new one).
+
+    Call it in ``except MAPPED_EXCEPTIONS as exc:``.
+    """
+    new = mapped_exception(exc, request)
+    if new is exc:
+        raise exc
+    raise new from exc
+
+
 @contextlib.contextmanager
 def map_httpcore_exceptions(request: httpx.Request | None = None) -> Iterator[None]:
     """Translate what an httpcore pool raises into httpx / inmesh exceptions.
@@ -297,27 +353,8 @@ def map_httpcore_exceptions(request: httpx.Request | None = None) -> Iterator[No
     """
     try:
         yield
-    except httpx.HTTPError as exc:
-        if request is not None:
-            exc.request = request
-        raise
-    except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
-            httpcore.ProxyError, httpcore.UnsupportedProtocol) as exc:  # fmt: skip
-        mapped: type[httpx.HTTPError] = httpx.TransportError
-        for cls in type(exc).__mro__:
-            found = _HTTPCORE_TO_HTTPX.get(cls)
-            if found is not None:
-                mapped = found
-                break
-        new = mapped(str(exc))
-        if request is not None:
-            new.request = request
-        raise new from exc
-    except ssl.SSLError as exc:
-        new = httpx.ReadError(str(exc))
-        if request is not None:
-            new.request = request
-        raise new from exc
+    except MAPPED_EXCEPTIONS as exc:
+        raise_mapped(exc, request)
 
 
 # -- local replies as exceptions (errors="raise") -------------------------------

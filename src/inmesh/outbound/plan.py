@@ -224,7 +224,15 @@ class ClusterRuntime:
     """A cluster's process-wide resilience state: circuit breakers, retry
     admission, outlier detection. Kept across reloads while the cluster exists."""
 
-    __slots__ = ("admission", "counted", "outlier", "retries")
+    __slots__ = (
+        "_ejections_before",
+        "admission",
+        "counted",
+        "outlier",
+        "retries",
+        "retries_sent",
+        "retry_overflows",
+    )
 
     def __init__(self) -> None:
         self.admission = Admission()
@@ -233,6 +241,24 @@ class ClusterRuntime:
         self.counted = False
         """Whether requests need circuit-breaker tickets (limits, or a retry budget
         that reads the active count); otherwise the transports skip admission."""
+        self.retries_sent = 0
+        """Retries sent (Envoy's ``upstream_rq_retry``); counted by the transports."""
+        self.retry_overflows = 0
+        """Retries refused by the retry budget or ``maxRetries`` (``upstream_rq_retry_overflow``)."""
+        self._ejections_before = 0
+
+    def retries_total(self) -> int:
+        return self.retries_sent
+
+    def ejections_total(self) -> int:
+        """Outlier ejections since the cluster appeared (across detector rebuilds)."""
+        outlier = self.outlier
+        now = outlier.stats().ejections_total if outlier is not None else 0
+        return self._ejections_before + now
+
+    def _retire_detector(self) -> None:
+        if self.outlier is not None:
+            self._ejections_before += self.outlier.stats().ejections_total
 
     def configure(
         self, policy: EffectivePolicy | None, hosts: Sequence[Host], clock: Clock
@@ -250,11 +276,13 @@ class ClusterRuntime:
             if self.outlier is not None:
                 for host in self.outlier.ejected():
                     host.healthy = True
+            self._retire_detector()
             self.outlier = None
             return
         config = OutlierConfig.from_settings(od)
         if self.outlier is None or self.outlier.config != config:
             previous = self.outlier
+            self._retire_detector()
             self.outlier = OutlierDetector(config, clock=clock, hosts=hosts)
             if previous is not None:
                 for host in previous.ejected():
@@ -266,6 +294,10 @@ class ClusterRuntime:
         outlier = self.outlier
         if outlier is not None:
             outlier.report(host, outcome)
+
+    def admit_retry(self) -> bool:
+        """Ask the retry circuit breaker / budget for one more retry (release it when done)."""
+        return self.retries.try_acquire(self.admission.active)
 
 
 class ClusterManager:
@@ -289,6 +321,14 @@ class ClusterManager:
                 runtime = self._runtime[name] = ClusterRuntime()
             runtime.configure(policy, hosts, self.clock)
             return runtime
+
+    def snapshot(self) -> list[tuple[str, tuple[Host, ...], ClusterRuntime]]:
+        """``(cluster name, hosts, runtime)`` of every cluster used so far (for stats)."""
+        with self._lock:
+            return [
+                (name, self._hosts.get(name, ()), runtime)
+                for name, runtime in sorted(self._runtime.items())
+            ]
 
     def hosts_for(self, name: str, endpoints: Sequence[Endpoint]) -> tuple[Host, ...]:
         with self._lock:
@@ -395,6 +435,7 @@ class OutboundPlanner:
         self._faults: dict[int, CompiledFault | None] = {}
         self._retries: dict[tuple[int, bool], RetryPolicy | None] = {}
         self._peer_modes: dict[str, MtlsMode] = {}
+        self._dest_clusters: dict[tuple[int, int], tuple[WeightedDestination, Cluster | None]] = {}
 
     # -- route ---------------------------------------------------------------
 
@@ -543,6 +584,18 @@ class OutboundPlanner:
     # -- clusters --------------------------------------------------------------
 
     def _destination_cluster(self, dest: WeightedDestination, port: int) -> Cluster | None:
+        # Memoized per destination object (kept in the entry, so its id is not reused).
+        key = (id(dest), port)
+        hit = self._dest_clusters.get(key)
+        if hit is not None and hit[0] is dest:
+            return hit[1]
+        cluster = self._find_destination_cluster(dest, port)
+        if len(self._dest_clusters) >= 4096:
+            self._dest_clusters.clear()
+        self._dest_clusters[key] = (dest, cluster)
+        return cluster
+
+    def _find_destination_cluster(self, dest: WeightedDestination, port: int) -> Cluster | None:
         service = self.registry.service(dest.host, namespace=None)
         if service is None:
             hm = self.registry.lookup(dest.host, caller_namespace=self.namespace)
@@ -632,18 +685,28 @@ _ids = random.Random()  # seeded from os.urandom; request IDs need uniqueness, n
 os.register_at_fork(after_in_child=_ids.seed)  # forked workers must not repeat IDs
 
 
+_UUID4_CLEAR = ~(0xF000 << 64) & ~(0xC << 60)
+_UUID4_SET = (0x4000 << 64) | (0x8 << 60)  # version 4, RFC 4122 variant
+
+
 def new_request_id() -> str:
     """A random (version 4) UUID, as Envoy generates for ``x-request-id``.
 
     From :class:`random.Random` rather than :func:`uuid.uuid4`: a request ID
     must be unique, not unpredictable, and this is four times cheaper.
     """
-    n = (_ids.getrandbits(128) & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC << 60) | (0x8 << 60)
-    h = f"{n:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _new_request_id().decode()
+
+
+def _new_request_id() -> bytes:
+    """:func:`new_request_id` as the header value (bytes)."""
+    h = b"%032x" % (_ids.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
+    return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
 
 
 _HOP = frozenset({b"host", b"x-envoy-attempt-count", b"x-envoy-original-path"})
+_ATTEMPT_COUNTS = tuple(str(n).encode() for n in range(16))
+_ORIGINAL_PATH = ORIGINAL_PATH_HEADER.encode()
 
 
 def upstream_headers(
@@ -653,13 +716,17 @@ def upstream_headers(
     attempt: int,
     scheme: str,
     authority: str | None = None,
+    extra: Sequence[tuple[bytes, bytes]] = (),
 ) -> list[tuple[bytes, bytes]]:
     """The headers sent upstream for one attempt (sans I/O).
 
     ``Host`` first (the routed authority, or ``authority``, e.g. a shadow's);
-    the app's headers; ``x-request-id`` kept or generated; ``x-forwarded-proto``
-    when absent; ``x-envoy-attempt-count``; ``x-envoy-original-path`` when the
-    path was rewritten; then the route's and destination's header operations.
+    the app's headers; ``extra`` (the mesh's own: peer metadata, trace context;
+    lower case, taken as they are; an ``x-request-id`` among them comes
+    first); ``x-request-id`` kept or generated;
+    ``x-forwarded-proto`` when absent; ``x-envoy-attempt-count``;
+    ``x-envoy-original-path`` when the path was rewritten; then the route's and
+    destination's header operations.
     """
     out: list[tuple[bytes, bytes]] = [(b"host", (authority or routed.authority).encode("latin-1"))]
     has_id = has_proto = False
@@ -672,14 +739,18 @@ def upstream_headers(
         elif lk == b"x-forwarded-proto":
             has_proto = True
         out.append((lk, v))
+    if extra:
+        out.extend(extra)
+        has_id = has_id or extra[0][0] == b"x-request-id"
     if not has_id:
-        out.append((b"x-request-id", new_request_id().encode()))
+        out.append((b"x-request-id", _new_request_id()))
     if not has_proto:
         out.append((b"x-forwarded-proto", scheme.encode()))
-    out.append((b"x-envoy-attempt-count", str(attempt).encode()))
+    count = _ATTEMPT_COUNTS[attempt] if 0 <= attempt < 16 else str(attempt).encode()
+    out.append((b"x-envoy-attempt-count", count))
     if routed.original_path is not None:
-        out.append((ORIGINAL_PATH_HEADER.encode(), routed.original_path.encode("latin-1")))
-    mutation = routed.request_headers
+        out.append((_ORIGINAL_PATH, routed.original_path.encode("latin-1")))
+    mutation = routed.destination.request_headers
     if not mutation.is_empty:
         out = _apply_mutation(out, mutation)
     return out

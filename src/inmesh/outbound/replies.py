@@ -31,6 +31,7 @@ flags, attempts); the transports attach it to every response as
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = [
     "NO_HEALTHY_UPSTREAM_BODY",
@@ -83,6 +84,8 @@ class RequestInfo:
     destination_service: str = ""
     destination_namespace: str = ""
     destination_subset: str = ""
+    observation: Any = field(default=None, repr=False, compare=False)
+    """The request's telemetry (:class:`~inmesh.telemetry.OutboundCall`), internal."""
 
     def flag(self, flag: str) -> None:
         """Add a response flag (once)."""

@@ -382,14 +382,9 @@ class RetryState:
         self.tried: set[Hashable] = set()
         """Hosts attempted so far."""
         self._started = False
-        if policy is None:
-            self._remaining = 0
-            self._next_ms = self._max_ms = 1
-        else:
-            self._remaining = policy.num_retries
-            base_ms = max(1, round(policy.base_interval * 1000))
-            self._max_ms = max(base_ms, round(policy.max_interval * 1000))
-            self._next_ms = base_ms
+        self._remaining = 0 if policy is None else policy.num_retries
+        self._next_ms = 0  # the back-off interval, from the policy at the first retry
+        self._max_ms = 1
 
     @property
     def retries_used(self) -> int:
@@ -424,6 +419,11 @@ class RetryState:
         return limit
 
     def _next_backoff(self) -> float:
+        if not self._next_ms:  # the first retry: most requests never get here
+            policy = self.policy
+            assert policy is not None
+            self._next_ms = max(1, round(policy.base_interval * 1000))
+            self._max_ms = max(self._next_ms, round(policy.max_interval * 1000))
         interval = self._next_ms
         if self._next_ms < self._max_ms // 2:
             self._next_ms *= 2

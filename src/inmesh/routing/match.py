@@ -13,8 +13,9 @@ cannot apply to it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import TypeVar, overload
 from urllib.parse import unquote
 
 from inmesh._re2 import compile_re2
@@ -24,10 +25,12 @@ from inmesh.model import Workload
 
 __all__ = [
     "CompiledMatch",
+    "LazyHeaders",
     "RequestAttrs",
     "StringPredicate",
     "compile_match",
     "compile_string_match",
+    "fold_headers",
     "parse_query",
 ]
 
@@ -35,6 +38,7 @@ StringPredicate = Callable[[str], object]
 """Truthy when the value matches."""
 
 _Check = Callable[["RequestAttrs"], object]
+_T = TypeVar("_T")
 _PSEUDO_KEYS = frozenset({"uri", "scheme", "method", "authority"})
 
 
@@ -53,11 +57,69 @@ def parse_query(query: str) -> dict[str, str]:
     return out
 
 
+def fold_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Header names lower-cased, repeated headers joined with ``,`` (in order)."""
+    joined: dict[str, str] = {}
+    for name, value in items:
+        k = name.lower()
+        prev = joined.get(k)
+        joined[k] = value if prev is None else f"{prev},{value}"
+    return joined
+
+
+class LazyHeaders(Mapping[str, str]):
+    """Request headers as :class:`RequestAttrs` has them, folded on first read.
+
+    ``items`` returns the raw ``(name, value)`` pairs (for example
+    ``httpx.Headers.multi_items``); :func:`fold_headers` runs the first time
+    a name is looked up. Most requests are routed without reading a header
+    (no header match, hash policy or CORS on the route), so the transports
+    pass their headers this way and skip the folding.
+    """
+
+    __slots__ = ("_items", "_joined")
+
+    def __init__(self, items: Callable[[], Iterable[tuple[str, str]]]) -> None:
+        self._items = items
+        self._joined: dict[str, str] | None = None
+
+    def _folded(self) -> dict[str, str]:
+        joined = self._joined
+        if joined is None:
+            joined = self._joined = fold_headers(self._items())
+        return joined
+
+    def __getitem__(self, key: str) -> str:
+        return self._folded()[key]
+
+    @overload
+    def get(self, key: str, /) -> str | None: ...
+    @overload
+    def get(self, key: str, /, default: str) -> str: ...
+    @overload
+    def get(self, key: str, /, default: _T) -> str | _T: ...
+    def get(self, key: str, /, default: object = None) -> object:
+        return self._folded().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._folded()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._folded())
+
+    def __len__(self) -> int:
+        return len(self._folded())
+
+    def __repr__(self) -> str:
+        return f"LazyHeaders({self._folded()!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class RequestAttrs:
     """What route matching reads from a request.
 
-    ``headers``: lower-case names, several values joined with ``,``.
+    ``headers``: lower-case names, several values joined with ``,`` (a
+    :class:`LazyHeaders` folds them when first read).
     ``path``: without the query string; ``query``: the raw query string
     (without ``?``); ``params``: parsed from it (see :func:`parse_query`).
     ``port``: the service port the client addressed (``None``: unknown).
@@ -83,24 +145,35 @@ class RequestAttrs:
         headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
         port: int | None = None,
     ) -> RequestAttrs:
-        """From a request target (``/p?q``) and raw headers (names folded, repeats joined)."""
+        """From a request target (``/p?q``) and raw headers (names folded, repeats joined).
+
+        A :class:`LazyHeaders` is kept as it is (it folds when read).
+        """
         path, _, query = target.partition("?")
-        joined: dict[str, str] = {}
-        items = headers.items() if isinstance(headers, Mapping) else headers
-        for name, value in items:
-            k = name.lower()
-            prev = joined.get(k)
-            joined[k] = value if prev is None else f"{prev},{value}"
-        return cls(
-            method=method,
-            scheme=scheme,
-            authority=authority,
-            path=path or "/",
-            query=query,
-            params=parse_query(query),
-            headers=joined,
-            port=port,
-        )
+        folded: Mapping[str, str]
+        if isinstance(headers, LazyHeaders):
+            folded = headers
+        else:
+            folded = fold_headers(headers.items() if isinstance(headers, Mapping) else headers)
+        if cls is not RequestAttrs:
+            return cls(method, scheme, authority, path or "/", query, parse_query(query), folded, port)
+        # What the frozen dataclass's __init__ does, through the slot descriptors
+        # directly (half the cost; this runs for every request).
+        attrs: RequestAttrs = _new(RequestAttrs)
+        _set_method(attrs, method)
+        _set_scheme(attrs, scheme)
+        _set_authority(attrs, authority)
+        _set_path(attrs, path or "/")
+        _set_query(attrs, query)
+        _set_params(attrs, parse_query(query))
+        _set_headers(attrs, folded)
+        _set_port(attrs, port)
+        return attrs
+
+
+_new = object.__new__
+(_set_method, _set_scheme, _set_authority, _set_path, _set_query, _set_params, _set_headers,
+ _set_port) = (RequestAttrs.__dict__[f.name].__set__ for f in fields(RequestAttrs))  # fmt: skip
 
 
 def compile_string_match(sm: StringMatch, *, ignore_case: bool = False) -> StringPredicate:

@@ -77,13 +77,14 @@ from .._common import (
     verify_server,
 )
 from .._errors import (
+    MAPPED_EXCEPTIONS,
     ConnectorClosedError,
     UpstreamConnectError,
     UpstreamConnectTimeoutError,
     UpstreamIdentityError,
     UpstreamTLSError,
     handshake_error,
-    map_httpcore_exceptions,
+    raise_mapped,
     read_error,
 )
 
@@ -323,22 +324,28 @@ class _AsyncVerifyingStream(httpcore.AsyncNetworkStream):
 
 
 class _AsyncMappedStream:
-    """A response body whose errors go through :func:`map_httpcore_exceptions`."""
+    """A response body whose errors go through :func:`mapped_exception`."""
+
+    __slots__ = ("_stream",)
 
     def __init__(self, stream: AsyncIterable[bytes]) -> None:
         self._stream = stream
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with map_httpcore_exceptions():
+        try:
             async for part in self._stream:
                 if part:
                     yield part
+        except MAPPED_EXCEPTIONS as exc:
+            raise_mapped(exc)
 
     async def aclose(self) -> None:
         close = getattr(self._stream, "aclose", None)
         if close is not None:
-            with map_httpcore_exceptions():
+            try:
                 await close()
+            except MAPPED_EXCEPTIONS as exc:
+                raise_mapped(exc)
 
 
 class _AsyncGuardedConnection(httpcore.AsyncConnectionInterface):
@@ -458,6 +465,24 @@ class AsyncConnector:
         must be ``tls.scheme``. Errors are httpx / inmesh exceptions (see
         :mod:`inmesh.outbound`), also while the response body is read.
         """
+        response = await self.exchange(destination, tls, request, limits)
+        response.stream = _AsyncMappedStream(typing.cast(AsyncIterable[bytes], response.stream))
+        return response
+
+    async def exchange(
+        self,
+        destination: Destination,
+        tls: UpstreamTLS,
+        request: httpcore.Request,
+        limits: PoolLimits | None = None,
+    ) -> httpcore.Response:
+        """:meth:`handle_async_request` without the wrapper on the response body.
+
+        Errors up to the response headers are translated; the body is
+        httpcore's own stream, whose errors the caller translates with
+        :func:`~inmesh.outbound._errors.mapped_exception` (the mesh transport
+        does, in its one response stream).
+        """
         scheme = b"https" if tls.secure else b"http"
         if request.url.scheme != scheme:
             raise ValueError(
@@ -468,13 +493,12 @@ class AsyncConnector:
             await self._close_idle_draining()
         entry = self._lease(destination, tls, limits if limits is not None else self._limits)
         try:
-            with map_httpcore_exceptions():
-                response = await entry.pool.handle_async_request(request)
+            return await entry.pool.handle_async_request(request)
+        except MAPPED_EXCEPTIONS as exc:
+            raise_mapped(exc)
         finally:
             with self._lock:
                 entry.leases -= 1
-        response.stream = _AsyncMappedStream(typing.cast(AsyncIterable[bytes], response.stream))
-        return response
 
     async def retire(self, destination: Destination) -> int:
         """Stop using ``destination``'s pools (it left the configuration).

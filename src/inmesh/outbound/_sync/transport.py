@@ -22,17 +22,31 @@ copy is abandoned and the request is not mirrored).
 Every response carries ``extensions["inmesh.request_info"]``, the request's
 :class:`~inmesh.outbound.replies.RequestInfo` (route, cluster, upstream host,
 response flags).
+
+A request starts in :meth:`MeshTransport.handle_request` and ends
+in one place per way out: :meth:`_ResponseStream._finished` for a
+response from upstream (once its body is read or the stream closed),
+:meth:`MeshTransport._reply` for a local reply (returned, or raised with
+``errors="raise"``), :meth:`MeshTransport._pass_through` for a host
+outside the registry; otherwise an exception leaves ``handle_request``
+(``errors="raise"`` connection failures, the app's own httpx timeouts).
+
+The per-request path is kept lean (see docs/performance.md): the headers go
+to httpcore without being checked again, one wrapper sits on the response
+body, and circuit-breaker tickets, attempt scopes and the connect observer
+are only set up when the cluster or route asks for them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import logging
 import random
 import socket
 import typing
-from collections.abc import Iterable, Iterator, Callable
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 
 import httpcore
@@ -46,10 +60,12 @@ from inmesh.resilience.deadline import current_deadline
 from inmesh.resilience.outcome import Failure, Outcome
 from inmesh.resilience.retry import RetryState
 from inmesh.routing.fault import FaultDecision, is_grpc_content_type
-from inmesh.routing.match import RequestAttrs
+from inmesh.routing.match import LazyHeaders, RequestAttrs
+from inmesh.telemetry.core import OutboundCall, Telemetry
 
-from .._common import CONNECT_OBSERVER, DEFAULT_LIMITS, PoolLimits
+from .._common import CONNECT_OBSERVER, DEFAULT_LIMITS, PEER_ID, PoolLimits
 from .._errors import (
+    MAPPED_EXCEPTIONS,
     FaultAbortError,
     LocalReplyError,
     NoClusterError,
@@ -59,6 +75,7 @@ from .._errors import (
     UpstreamConnectError,
     UpstreamOverflowError,
     UpstreamTimeoutError,
+    raise_mapped,
 )
 from .._io import (
     DEFAULT_SHADOW_TIMEOUT,
@@ -74,6 +91,7 @@ from ..plan import (
     ClusterRuntime,
     Faulted,
     OutboundPlanner,
+    Passthrough,
     Routed,
     ShadowTarget,
     response_headers,
@@ -88,7 +106,7 @@ from ..replies import (
     upstream_reset,
 )
 from ..replies import block_all as _block_all
-from .connect import Connector
+from .connect import Connector, _MappedStream
 
 __all__ = ["MeshTransport"]
 
@@ -129,6 +147,7 @@ class MeshTransport(httpx.BaseTransport):
         source_ip: str | None = None,
         passthrough: httpx.BaseTransport | None = None,
         shadow_connector: Connector | None = None,
+        retry_backoff: bool = True,
     ) -> None:
         if errors not in (ERRORS_REPLY, ERRORS_RAISE):
             raise ValueError(f"errors must be {ERRORS_REPLY!r} or {ERRORS_RAISE!r}, not {errors!r}")
@@ -143,6 +162,9 @@ class MeshTransport(httpx.BaseTransport):
         self._source_ip = source_ip if source_ip is not None else _local_source()
         self._passthrough = passthrough
         self._propagate = bool(getattr(source, "deadline_propagation", True))
+        self._telemetry: Telemetry | None = getattr(source, "telemetry", None)
+        self._backoff = retry_backoff
+        """Sleep Envoy's back-off between retries (``False``: retry at once, for tests)."""
 
     @property
     def connector(self) -> Connector:
@@ -155,29 +177,34 @@ class MeshTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         planner = self._source.outbound_planner()
-        url = request.url
-        authority = request.headers.get("host") or url.netloc.decode("ascii")
-        attrs = RequestAttrs.build(
-            method=request.method,
-            scheme=url.scheme,
-            authority=authority,
-            target=url.raw_path.decode("ascii"),
-            headers=request.headers.multi_items(),
-            port=url.port or _DEFAULT_PORTS.get(url.scheme),
-        )
+        attrs = _request_attrs(request)
         result = planner.route(attrs, self._rng)
-        if result is PASSTHROUGH:
-            return self._pass_through(request)
-        if isinstance(result, LocalReply):
-            info = RequestInfo(route_name="block_all" if result is BLOCK_ALL else "")
-            for flag in result.flags:
-                info.flag(flag)
-            return self._reply(request, result, info)
-        if isinstance(result, Faulted):
-            aborted = self._fault(request, result.fault, result.info)
-            return aborted or self._reply(request, result.reply, result.info)
-        assert isinstance(result, Routed)
-        routed = result
+        tel = self._telemetry
+        if tel is None:
+            if not isinstance(result, Routed):
+                return self._not_routed(request, result, None)
+            return self._routed(request, planner, attrs, result, None)
+        obs = tel.outbound(request)
+        try:
+            if not isinstance(result, Routed):
+                return self._not_routed(request, result, obs)
+            result.info.observation = obs
+            internal = result.cluster.service.mesh_internal
+            extra = obs.request_headers(mesh_peer=internal)
+            return self._routed(request, planner, attrs, result, extra)
+        except BaseException:
+            obs.abandon()
+            raise
+
+    def _routed(
+        self,
+        request: httpx.Request,
+        planner: OutboundPlanner,
+        attrs: RequestAttrs,
+        routed: Routed,
+        extra: list[tuple[bytes, bytes]] | None,
+    ) -> httpx.Response:
+        """A request with a route and a cluster: admission, attempts, retries, the response."""
         info = routed.info
         if routed.fault is not None:
             aborted = self._fault(request, routed.fault, info)
@@ -198,9 +225,13 @@ class MeshTransport(httpx.BaseTransport):
         state = RetryState(
             planner.retry_policy(routed), clock=self._clock, rng=self._rng, deadline=deadline
         )
-        ticket = self._admit(runtime, deadline)
-        if ticket is None:
-            return self._reply(request, upstream_reset("UO", "overflow"), info)
+        if runtime.counted:
+            admitted = self._admit(runtime, deadline)
+            if admitted is None:
+                return self._reply(request, upstream_reset("UO", "overflow"), info)
+            ticket = admitted
+        else:
+            ticket = FREE_TICKET  # no circuit-breaker limits: nothing to count
         retry_slots = 0
         done = False
         try:
@@ -221,8 +252,10 @@ class MeshTransport(httpx.BaseTransport):
                     timeout=state.attempt_timeout(),
                     route_deadline=deadline,
                     ticket=ticket,
+                    extra=extra,
                 )
-                runtime.report(host, attempt.outcome)
+                if runtime.outlier is not None:
+                    runtime.report(host, attempt.outcome)
                 if retry_slots:
                     runtime.retries.release()
                     retry_slots -= 1
@@ -230,18 +263,25 @@ class MeshTransport(httpx.BaseTransport):
                 decision = state.on_outcome(
                     attempt.outcome,
                     replayable=body is not None,
-                    budget_ok=lambda: runtime.retries.try_acquire(runtime.admission.active),
+                    budget_ok=runtime.admit_retry,
                 )
+                if decision.overflow:
+                    runtime.retry_overflows += 1
                 if decision.retry:
+                    runtime.retries_sent += 1
                     retry_slots += 1
                     if response is not None:
                         _discard(response)
                         host.end()
-                    if decision.backoff:
+                    if decision.backoff and self._backoff:
                         sleep_sync(decision.backoff)
                     continue
                 if response is None:
                     if attempt.error is not None and self._raise:
+                        obs = info.observation
+                        if obs is not None:
+                            failed = attempt.reply
+                            obs.finish(info, failed.status if failed is not None else 0, 0)
                         raise attempt.error
                     failed = attempt.reply
                     assert failed is not None
@@ -278,6 +318,26 @@ class MeshTransport(httpx.BaseTransport):
                         self._mirror_body_limit,
                     )
 
+    def _not_routed(
+        self,
+        request: httpx.Request,
+        result: LocalReply | Faulted | Passthrough,
+        obs: OutboundCall | None,
+    ) -> httpx.Response:
+        """A request that goes nowhere upstream: passed through, or answered locally."""
+        if result is PASSTHROUGH:
+            return self._pass_through(request, obs)
+        if isinstance(result, LocalReply):
+            info = RequestInfo(route_name="block_all" if result is BLOCK_ALL else "")
+            info.observation = obs
+            for flag in result.flags:
+                info.flag(flag)
+            return self._reply(request, result, info)
+        assert isinstance(result, Faulted)
+        result.info.observation = obs
+        aborted = self._fault(request, result.fault, result.info)
+        return aborted or self._reply(request, result.reply, result.info)
+
     def _fault(
         self, request: httpx.Request, fault: FaultDecision, info: RequestInfo
     ) -> httpx.Response | None:
@@ -302,34 +362,36 @@ class MeshTransport(httpx.BaseTransport):
         ticket: Ticket,
         deadline: float | None,
     ) -> httpx.Response:
+        """The app's response: upstream status and body, the route's response headers."""
+        upstream = response.headers
+        obs = info.observation
+        if obs is not None:
+            stream = response.extensions.get("network_stream")
+            peer = stream.get_extra_info(PEER_ID) if stream is not None else None
+            upstream = obs.response_headers(upstream, peer)
         extra: list[tuple[bytes, bytes]] = []
         if info.upstream_service_time is not None:
             ms = int(info.upstream_service_time * 1000)
             extra.append((b"x-envoy-upstream-service-time", str(ms).encode()))
         if cookie is not None:
             extra.append((b"set-cookie", cookie.encode("latin-1")))
-        upstream = response.headers
         if routed.cors is not None and routed.cors.response_headers:
             cors = [(k.encode(), v.encode("latin-1")) for k, v in routed.cors.response_headers]
             names = {k for k, _ in cors}
             upstream = [h for h in upstream if h[0].lower() not in names]  # Envoy sets, not adds
             extra.extend(cors)
-        headers = response_headers(upstream, routed.response_headers, extra)
-        extensions = dict(response.extensions)
+        extensions = response.extensions  # httpcore's own dict, made for this response
         extensions[REQUEST_INFO_KEY] = info
-
-        def finished() -> None:
-            host.end()
-            ticket.release()
-
         return httpx.Response(
             status_code=response.status,
-            headers=headers,
+            headers=response_headers(upstream, routed.response_headers, extra),
             stream=_ResponseStream(
                 typing.cast(Iterable[bytes], response.stream),
-                finished,
+                host,
+                ticket,
                 deadline,
                 self._clock,
+                _Finish(obs, info, response.status) if obs is not None else None,
             ),
             extensions=extensions,
             request=request,
@@ -376,6 +438,7 @@ class MeshTransport(httpx.BaseTransport):
         timeout: float | None = None,
         route_deadline: float | None = None,
         ticket: Ticket | None = None,
+        extra: list[tuple[bytes, bytes]] | None = None,
     ) -> _Attempt:
         """One attempt to ``host``: the response, or the reply and outcome of its failure.
 
@@ -392,7 +455,7 @@ class MeshTransport(httpx.BaseTransport):
             resolved = self._source.resolved_addresses(address)
             if resolved:
                 address = resolved[0]
-        info.upstream_host = f"{address}:{ep.port}"
+        info.upstream_host = upstream_host = f"{address}:{ep.port}"
         info.attempts = attempt
         if ep.kind is AddressKind.UNIX:
             return _Attempt.failed(
@@ -407,6 +470,7 @@ class MeshTransport(httpx.BaseTransport):
             attempt=attempt,
             scheme=request.url.scheme,
             authority=authority,
+            extra=extra or (),
         )
         if pool.max_requests_per_connection == 1:
             headers.append((b"connection", b"close"))  # one request per connection
@@ -414,35 +478,38 @@ class MeshTransport(httpx.BaseTransport):
             left_ms = max(0, int((route_deadline - self._clock.now()) * 1000))
             headers = [h for h in headers if h[0] != _EXPECTED_TIMEOUT]
             headers.append((_EXPECTED_TIMEOUT, str(left_ms).encode()))
-        core = httpcore.Request(
-            method=request.method.encode("ascii"),
-            url=httpcore.URL(
-                scheme=b"https" if tls.secure else b"http",
-                host=address.encode("ascii"),
-                port=ep.port,
-                target=routed.path.encode("ascii"),
-            ),
-            headers=headers,
-            content=content,
-            extensions=_clamped(request.extensions, timeout, pool.connect_timeout),
+        core = _core_request(
+            request.method.encode("ascii"),
+            b"https" if tls.secure else b"http",
+            address.encode("ascii"),
+            ep.port,
+            routed.path.encode("ascii"),
+            headers,
+            content,
+            _clamped(request.extensions, timeout, pool.connect_timeout),
         )
-        limits = None
-        if pool.idle_timeout != DEFAULT_LIMITS.keepalive_expiry:
-            limits = PoolLimits(keepalive_expiry=pool.idle_timeout)
+        idle = pool.idle_timeout
+        limits = None if idle == DEFAULT_LIMITS.keepalive_expiry else _idle_limits(idle)
+        if connector is None:
+            connector = self._connector
+        # One pool per endpoint, as Envoy keeps connection pools per host.
+        destination = (cluster.name, upstream_host)
+        counted = ticket is not None and ticket is not FREE_TICKET
+        expired = False
         host.begin()
         start = self._clock.now()
         try:
-            counted = ticket is not None and ticket is not FREE_TICKET
-            token = CONNECT_OBSERVER.set(ticket) if counted else None
-            try:
-                with AttemptScope(timeout) as scope:
-                    # One pool per endpoint, as Envoy keeps connection pools per host.
-                    response = (connector or self._connector).handle_request(
-                        (cluster.name, info.upstream_host), tls, core, limits=limits
-                    )
-            finally:
-                if token is not None:
-                    CONNECT_OBSERVER.reset(token)
+            if timeout is None and not counted:
+                response = connector.exchange(destination, tls, core, limits)
+            else:
+                token = CONNECT_OBSERVER.set(ticket) if counted else None
+                try:
+                    with AttemptScope(timeout) as scope:
+                        response = connector.exchange(destination, tls, core, limits)
+                    expired = scope.expired
+                finally:
+                    if token is not None:
+                        CONNECT_OBSERVER.reset(token)
         except BaseException as exc:
             host.end()
             if timeout is not None and _is_timeout(exc, request.extensions, timeout):
@@ -451,19 +518,11 @@ class MeshTransport(httpx.BaseTransport):
             if failed is None:
                 raise
             return failed
-        if scope.expired:
+        if expired:
             host.end()
             return self._timed_out(route_deadline)
         info.upstream_service_time = self._clock.now() - start
-        return _Attempt(
-            response,
-            None,
-            Outcome.response(
-                response.status,
-                grpc_status=_grpc_status(response.headers),
-                ratelimited=any(k.lower() == b"x-envoy-ratelimited" for k, _ in response.headers),
-            ),
-        )
+        return _Attempt(response, None, _outcome(response))
 
     def _timed_out(self, route_deadline: float | None) -> _Attempt:
         if route_deadline is not None and self._clock.now() >= route_deadline - 0.001:
@@ -508,6 +567,9 @@ class MeshTransport(httpx.BaseTransport):
         for flag in reply.flags:
             info.flag(flag)
         info.response_code_details = reply.details
+        obs = info.observation
+        if obs is not None:
+            obs.finish(info, reply.status, len(reply.body))
         if self._raise and reply.is_error:
             raise _reply_error(reply, info, request)
         return httpx.Response(
@@ -518,15 +580,33 @@ class MeshTransport(httpx.BaseTransport):
             request=request,
         )
 
-    def _pass_through(self, request: httpx.Request) -> httpx.Response:
+    def _pass_through(
+        self, request: httpx.Request, obs: OutboundCall | None
+    ) -> httpx.Response:
         transport = self._passthrough
         if transport is None:
             transport = self._passthrough = httpx.HTTPTransport()
+        info = RequestInfo(route_name="allow_any", cluster=PASSTHROUGH_CLUSTER)
+        if obs is not None:
+            info.observation = obs
+            extra = obs.request_headers(mesh_peer=False)
+            if extra:
+                names = {k for k, _ in extra}
+                kept = [h for h in request.headers.raw if h[0].lower() not in names]
+                request = httpx.Request(
+                    request.method,
+                    request.url,
+                    headers=[*kept, *extra],
+                    stream=request.stream,
+                    extensions=request.extensions,
+                )
         response = transport.handle_request(request)
-        response.extensions = {
-            **response.extensions,
-            REQUEST_INFO_KEY: RequestInfo(route_name="allow_any", cluster=PASSTHROUGH_CLUSTER),
-        }
+        response.extensions = {**response.extensions, REQUEST_INFO_KEY: info}
+        if obs is not None:
+            response.stream = _ObservedStream(
+                typing.cast(httpx.SyncByteStream, response.stream),
+                _Finish(obs, info, response.status_code),
+            )
         return response
 
     # -- mirroring -----------------------------------------------------------------
@@ -582,13 +662,12 @@ class MeshTransport(httpx.BaseTransport):
         response = attempt.response
         if response is None:
             return
+        received = _MappedStream(typing.cast(Iterable[bytes], response.stream))
         try:
-            for _ in typing.cast(Iterable[bytes], response.stream):
+            for _ in received:
                 pass
         finally:
-            closer = getattr(response.stream, "close", None)
-            if closer is not None:
-                closer()
+            received.close()
             host.end()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -687,27 +766,101 @@ def _is_timeout(exc: BaseException, extensions: dict[str, typing.Any], limit: fl
     return own is None or limit < own
 
 
-def _grpc_status(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for key, value in headers:
-        if key.lower() == b"grpc-status":
+def _request_attrs(request: httpx.Request) -> RequestAttrs:
+    """What routing reads from ``request``; its headers are folded only if read."""
+    url = request.url
+    headers = request.headers
+    return RequestAttrs.build(
+        method=request.method,
+        scheme=url.scheme,
+        authority=headers.get("host") or url.netloc.decode("ascii"),
+        target=url.raw_path.decode("ascii"),
+        headers=LazyHeaders(headers.multi_items),
+        port=url.port or _DEFAULT_PORTS.get(url.scheme),
+    )
+
+
+_new = object.__new__
+
+
+def _core_request(
+    method: bytes,
+    scheme: bytes,
+    host: bytes,
+    port: int | None,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    content: typing.Any,
+    extensions: dict[str, typing.Any],
+) -> httpcore.Request:
+    """``httpcore.Request(method, httpcore.URL(...), headers=..., content=..., extensions=...)``
+    without its checks: every part is already bytes (httpx validated the app's
+    headers, the mesh encoded its own), and checking each header again costs
+    more than the rest of the hand-off."""
+    if "target" in extensions:  # httpcore's request-target override: let httpcore apply it
+        url = httpcore.URL(scheme=scheme, host=host, port=port, target=target)
+        return httpcore.Request(
+            method, url, headers=headers, content=content, extensions=extensions
+        )
+    url = _new(httpcore.URL)
+    url.scheme = scheme
+    url.host = host
+    url.port = port
+    url.target = target
+    core: httpcore.Request = _new(httpcore.Request)
+    core.method = method
+    core.url = url
+    core.headers = headers
+    if content is None or isinstance(content, bytes):
+        content = httpx.ByteStream(content or b"")  # what httpx hands httpcore
+    core.stream = content
+    core.extensions = extensions
+    return core
+
+
+@functools.lru_cache(maxsize=64)
+def _idle_limits(idle_timeout: float | None) -> PoolLimits:
+    """The pool limits of a cluster's ``idleTimeout`` (one value per setting)."""
+    return PoolLimits(keepalive_expiry=idle_timeout)
+
+
+_OUTCOMES: dict[int, Outcome] = {}
+"""``Outcome.response(status)`` per status: outcomes are immutable, most are plain."""
+
+
+def _outcome(response: httpcore.Response) -> Outcome:
+    """The outcome of an attempt that got response headers."""
+    grpc_status: int | None = None
+    seen_grpc = ratelimited = False
+    for key, value in response.headers:
+        name = key.lower()
+        if name == b"grpc-status" and not seen_grpc:
+            seen_grpc = True
             try:
-                return int(value)
+                grpc_status = int(value)
             except ValueError:
-                return None
-    return None
+                grpc_status = None
+        elif name == b"x-envoy-ratelimited":
+            ratelimited = True
+    status = response.status
+    if grpc_status is None and not ratelimited:
+        outcome = _OUTCOMES.get(status)
+        if outcome is None:
+            outcome = _OUTCOMES.setdefault(status, Outcome.response(status))
+        return outcome
+    return Outcome.response(status, grpc_status=grpc_status, ratelimited=ratelimited)
 
 
 def _discard(response: httpcore.Response) -> None:
     """Read and drop a response that is being retried (frees its connection)."""
+    body = _MappedStream(typing.cast(Iterable[bytes], response.stream))
     try:
-        for _ in typing.cast(Iterable[bytes], response.stream):
+        for _ in body:
             pass
     except Exception as exc:
         logger.debug("discarding a retried response failed: %s", exc)
     finally:
-        closer = getattr(response.stream, "close", None)
-        if closer is not None:
-            closer()
+        body.close()
 
 
 class _BodyCopy:
@@ -723,7 +876,12 @@ class _BodyCopy:
 
 
 class _ResponseStream(httpx.SyncByteStream):
-    """The upstream body, passed through; tells the balancer when the request is over.
+    """The upstream body, passed through; where a request that got a response ends.
+
+    The one wrapper around httpcore's stream: empty chunks are dropped and
+    httpcore's errors become httpx's (:func:`mapped_exception`). When the app
+    closes it (httpx does once the body is read), :meth:`_finished` tells the
+    balancer and the circuit breaker the request is over.
 
     With a route deadline, the body must arrive before it: on the event loop a
     stalled read is cancelled when it passes; in threads the deadline is
@@ -731,24 +889,43 @@ class _ResponseStream(httpx.SyncByteStream):
     timeout), so a slow-drip upstream cannot outlive the route timeout.
     """
 
+    __slots__ = ("_clock", "_deadline", "_finish", "_host", "_open", "_stream", "_ticket")
+
     def __init__(
         self,
         stream: Iterable[bytes],
-        on_close: Callable[[], None],
+        host: Host,
+        ticket: Ticket,
         deadline: float | None = None,
         clock: Clock = MONOTONIC,
+        finish: _Finish | None = None,
     ) -> None:
         self._stream = stream
-        self._on_close: Callable[[], None] | None = on_close
+        self._host = host
+        self._ticket = ticket
         self._deadline = deadline
         self._clock = clock
+        self._open = True
+        self._finish = finish
 
     def __iter__(self) -> Iterator[bytes]:
-        deadline = self._deadline
-        if deadline is None:
-            for chunk in self._stream:
+        finish = self._finish
+        if self._deadline is not None:
+            for chunk in self._until_deadline(self._deadline):
+                if finish is not None:
+                    finish.sent += len(chunk)
                 yield chunk
             return
+        try:
+            for chunk in self._stream:
+                if chunk:
+                    if finish is not None:
+                        finish.sent += len(chunk)
+                    yield chunk
+        except MAPPED_EXCEPTIONS as exc:
+            raise_mapped(exc)
+
+    def _until_deadline(self, deadline: float) -> Iterator[bytes]:
         chunks = self._stream.__iter__()
         while True:
             left = deadline - self._clock.now()
@@ -759,20 +936,73 @@ class _ResponseStream(httpx.SyncByteStream):
                     chunk = chunks.__next__()
                 except StopIteration:
                     return
+                except MAPPED_EXCEPTIONS as exc:
+                    raise_mapped(exc)
             if scope.expired:
                 raise _body_timeout()
-            yield chunk
+            if chunk:
+                yield chunk
 
     def close(self) -> None:
-        on_close, self._on_close = self._on_close, None
-        if on_close is None:
+        if not self._open:
             return
+        self._open = False
         try:
             closer = getattr(self._stream, "close", None)
             if closer is not None:
-                closer()
+                try:
+                    closer()
+                except MAPPED_EXCEPTIONS as exc:
+                    raise_mapped(exc)
         finally:
-            on_close()
+            self._finished()
+
+    def _finished(self) -> None:
+        """The request is over (its body was read or dropped): free its host and ticket."""
+        self._host.end()
+        self._ticket.release()
+        if self._finish is not None:
+            self._finish.done()
+
+
+class _Finish:
+    """What the response stream tells telemetry when the request ends: bytes sent to the app."""
+
+    __slots__ = ("info", "obs", "sent", "status")
+
+    def __init__(self, obs: OutboundCall, info: RequestInfo, status: int) -> None:
+        self.obs = obs
+        self.info = info
+        self.status = status
+        self.sent = 0
+
+    def done(self) -> None:
+        self.obs.finish(self.info, self.status, self.sent)
+
+
+class _ObservedStream(httpx.SyncByteStream):
+    """A pass-through response body, counted; closing it finishes the request's telemetry."""
+
+    __slots__ = ("_finish", "_open", "_stream")
+
+    def __init__(self, stream: httpx.SyncByteStream, finish: _Finish) -> None:
+        self._stream = stream
+        self._finish = finish
+        self._open = True
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._stream:
+            self._finish.sent += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        try:
+            self._stream.close()
+        finally:
+            self._finish.done()
 
 
 def _body_timeout() -> httpx.ReadTimeout:
