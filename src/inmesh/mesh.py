@@ -41,7 +41,7 @@ from .policy.peer_authn import (
 )
 
 if TYPE_CHECKING:
-    from ._clock import Random
+    from ._clock import Clock, Random
     from .discovery.dns import DnsCache
     from .discovery.registry import Registry
     from .identity.sources import CertificateSource
@@ -52,12 +52,17 @@ if TYPE_CHECKING:
     from .outbound.plan import ClusterManager, OutboundPlanner
     from .policy.authz import AuthzEvaluator, ExternalAuthorizer
     from .policy.peer_authn import PeerAuthnPolicy
+    from .telemetry import Telemetry
+    from .telemetry.metrics import ClusterStats, MeshStats
 
 __all__ = ["Mesh"]
 
 log = logging.getLogger("inmesh.mesh")
 
 PathArg = str | os.PathLike[str]
+
+_DEFAULT_REGISTRY: Any = object()
+"""``metrics_registry`` default: prometheus-client's default registry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +113,24 @@ class Mesh:
       deadline (``x-envoy-expected-rq-timeout-ms`` or ``grpc-timeout``),
       outbound calls it makes are bounded by the time left, which travels on
       in ``x-envoy-expected-rq-timeout-ms`` (default on).
+    * ``metrics_registry``: the prometheus-client registry Istio's metrics
+      go to (default: prometheus-client's default registry, so an app's
+      existing ``/metrics`` shows them; ``None``: no metrics). See
+      docs/observability.md.
+    * ``cluster_id``: this workload's cluster (``source_cluster`` /
+      ``destination_cluster`` in metrics; Istio's default ``Kubernetes``).
+    * ``access_log``: ``None`` (default, off), ``"text"`` or ``"json"``:
+      Istio's access log formats, on the ``inmesh.access`` logger.
+    * ``tracing``: spans with an OpenTelemetry SDK, trace-header forwarding
+      without one (default on); ``trace_propagation``: ``"w3c"`` or ``"b3"``.
+    * ``admin_port``: serve the admin endpoint (``/stats/prometheus``,
+      ``/config_dump``, ``/clusters``, ``/certs``, ``/ready``) on
+      ``admin_host`` (default ``127.0.0.1``) at this port (``0``: any free
+      port; see :attr:`admin_address`). Off by default.
+    * ``clock`` and ``rng``: the monotonic clock and random source of the
+      outbound decisions that keep state (outlier ejection, slow start,
+      retry budgets, load balancing); tests pass fakes (see
+      :mod:`inmesh.testing`).
 
     Raises :class:`~inmesh.errors.ConfigError` for an invalid configuration
     and :class:`~inmesh.errors.CertificateError` for an unusable certificate.
@@ -132,6 +155,15 @@ class Mesh:
         path_normalization: str = "BASE",
         outbound_traffic_policy: str = "ALLOW_ANY",
         deadline_propagation: bool = True,
+        metrics_registry: Any = _DEFAULT_REGISTRY,
+        cluster_id: str = "Kubernetes",
+        access_log: str | None = None,
+        tracing: bool = True,
+        trace_propagation: str = "w3c",
+        admin_port: int | None = None,
+        admin_host: str = "127.0.0.1",
+        clock: Clock | None = None,
+        rng: Random | None = None,
     ) -> None:
         if cert_dir is not None and identity is not None:
             raise TypeError("give cert_dir or identity, not both")
@@ -163,6 +195,12 @@ class Mesh:
             domain_suffix=domain_suffix,
         )
         self._lock = threading.Lock()
+        self._clock = clock
+        self._rng = rng
+        self._telemetry = self._make_telemetry(
+            metrics_registry, cluster_id, access_log, tracing, trace_propagation
+        )
+        self._admin: Any = None
         self._planner_lock = threading.Lock()
         self._planner: OutboundPlanner | None = None
         self._clusters: ClusterManager | None = None
@@ -188,6 +226,14 @@ class Mesh:
                     start()
                 self._identity = identity
                 self._check_identity(identity)
+            if self._telemetry_registry is not None:
+                from .telemetry.metrics import MeshStateCollector
+
+                MeshStateCollector.for_registry(self._telemetry_registry).add(self)
+            if admin_port is not None:
+                from .admin import AdminServer
+
+                self._admin = AdminServer(self, host=admin_host, port=admin_port)
         except BaseException:
             self._store.close()
             self._close_dns()
@@ -221,6 +267,10 @@ class Mesh:
         ``INMESH_ROOT_NAMESPACE`` Istio root namespace (default ``istio-system``)
         ``INMESH_TRUST_XFCC``     ``true`` to trust an incoming XFCC header
         ``INMESH_OUTBOUND_TRAFFIC_POLICY`` ``ALLOW_ANY`` (default) or ``REGISTRY_ONLY``
+        ``INMESH_CLUSTER_ID``     cluster id for metrics (default ``Kubernetes``)
+        ``INMESH_ACCESS_LOG``     ``text`` or ``json`` (default off)
+        ``INMESH_TRACE_PROPAGATION`` ``w3c`` (default) or ``b3``
+        ``INMESH_ADMIN_PORT``     serve the admin endpoint on 127.0.0.1 at this port
         ======================== ==============================================
 
         Keyword arguments override what the environment says.
@@ -250,6 +300,15 @@ class Mesh:
             kwargs["trust_forwarded_client_cert"] = _truthy(env["INMESH_TRUST_XFCC"])
         if env.get("INMESH_OUTBOUND_TRAFFIC_POLICY"):
             kwargs["outbound_traffic_policy"] = env["INMESH_OUTBOUND_TRAFFIC_POLICY"].upper()
+        if env.get("INMESH_CLUSTER_ID"):
+            kwargs["cluster_id"] = env["INMESH_CLUSTER_ID"]
+        if env.get("INMESH_ACCESS_LOG"):
+            mode = env["INMESH_ACCESS_LOG"].lower()
+            kwargs["access_log"] = None if mode in ("off", "none", "false", "0") else mode
+        if env.get("INMESH_TRACE_PROPAGATION"):
+            kwargs["trace_propagation"] = env["INMESH_TRACE_PROPAGATION"].lower()
+        if env.get("INMESH_ADMIN_PORT"):
+            kwargs["admin_port"] = int(env["INMESH_ADMIN_PORT"])
         kwargs.update(overrides)
         return cls(**kwargs)
 
@@ -431,10 +490,16 @@ class Mesh:
             if self._closed:
                 return
             self._closed = True
+        if self._admin is not None:
+            self._admin.close()
         self._store.close()
         self._close_dns()
         if self._identity is not None:
             _close_quietly(self._identity)
+        if self._telemetry_registry is not None:
+            from .telemetry.metrics import MeshStateCollector
+
+            MeshStateCollector.for_registry(self._telemetry_registry).discard(self)
         log.info("mesh for %s/%s closed", self._workload.namespace, self._workload.name)
 
     async def aclose(self) -> None:
@@ -510,7 +575,9 @@ class Mesh:
             from ._clock import MONOTONIC
 
             self._clusters = ClusterManager(
-                clock=MONOTONIC, rng=random.Random(), workload=self._workload
+                clock=self._clock or MONOTONIC,
+                rng=self._rng or random.Random(),
+                workload=self._workload,
             )
         return OutboundPlanner(
             compiled.snapshot,
@@ -537,6 +604,127 @@ class Mesh:
                 compiled.peer_authentication.mode.value,
                 previous.mode.value,
             )
+
+    # -- telemetry --------------------------------------------------------------
+
+    def _make_telemetry(
+        self,
+        registry: Any,
+        cluster_id: str,
+        access_log: str | None,
+        tracing: bool,
+        propagation: str,
+    ) -> Telemetry:
+        from .telemetry import Telemetry, Tracing
+
+        if registry is _DEFAULT_REGISTRY:
+            from prometheus_client import REGISTRY
+
+            registry = REGISTRY
+        self._telemetry_registry = registry
+        self._config_reloads_seen = 0
+        return Telemetry(
+            self._workload,
+            cluster_id=cluster_id,
+            registry=registry,
+            access_log=access_log,
+            tracing=Tracing(enabled=tracing, propagation=propagation),
+            local_principal=self._principal,
+            services=self._inbound_service,
+        )
+
+    def _principal(self) -> str | None:
+        identity = getattr(self, "_identity", None)
+        if identity is None:
+            return None
+        spiffe = self.spiffe_id
+        return None if spiffe is None else str(spiffe)
+
+    def _inbound_service(self, authority: str) -> tuple[str, str] | None:
+        match = self._compiled.registry.lookup(
+            authority, caller_namespace=self._workload.namespace
+        )
+        if match is None:
+            return None
+        svc = match.service
+        return svc.hostname, svc.namespace
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """This mesh's :class:`~inmesh.telemetry.Telemetry` (metrics, traces, access logs)."""
+        return self._telemetry
+
+    @property
+    def metrics_registry(self) -> Any:
+        """The prometheus-client registry the mesh's metrics go to (``None``: off)."""
+        return self._telemetry_registry
+
+    @property
+    def admin_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` the admin endpoint listens on, if it runs."""
+        admin = self._admin
+        return None if admin is None else admin.address
+
+    def admin_app(self) -> Any:
+        """The admin endpoint as an ASGI app, to mount in an existing app (see :mod:`inmesh.admin`)."""
+        from .admin import AdminApp
+
+        return AdminApp(self).asgi
+
+    def admin_wsgi_app(self) -> Any:
+        """The admin endpoint as a WSGI app."""
+        from .admin import AdminApp
+
+        return AdminApp(self).wsgi
+
+    # StateSource (inmesh.telemetry.metrics): read at scrape time.
+
+    def cluster_stats(self) -> list[ClusterStats]:
+        """Per upstream cluster: endpoints, health, ejections, retries, overflows, in flight."""
+        from .telemetry.metrics import ClusterStats
+
+        clusters = self._clusters
+        if clusters is None:
+            return []
+        out = []
+        for name, hosts, runtime in clusters.snapshot():
+            outlier = runtime.outlier.stats() if runtime.outlier is not None else None
+            admission = runtime.admission.stats()
+            out.append(
+                ClusterStats(
+                    name=name,
+                    endpoints=len(hosts),
+                    healthy=sum(1 for h in hosts if h.healthy),
+                    ejections_active=outlier.ejected_now if outlier is not None else 0,
+                    ejections_total=runtime.ejections_total(),
+                    retries=runtime.retries_total(),
+                    overflows=admission.overflow_total + runtime.retry_overflows,
+                    requests_active=sum(h.active for h in hosts),
+                )
+            )
+        return out
+
+    def mesh_stats(self) -> MeshStats:
+        """Configuration reloads and errors, and the certificate's expiry."""
+        from .telemetry.metrics import MeshStats
+
+        stats = self._store.stats
+        expiry: float | None = None
+        spiffe = ""
+        identity = self._identity
+        if identity is not None:
+            try:
+                cert = identity.current()
+                expiry = cert.not_after.timestamp()
+                spiffe = str(cert.spiffe_id)
+            except Exception:  # pragma: no cover - a source mid-rotation
+                expiry = None
+        return MeshStats(
+            config_reloads=stats.reloads,
+            config_errors=stats.reload_errors,
+            certificate_expiry=expiry,
+            spiffe_id=spiffe,
+        )
 
     def _close_dns(self) -> None:
         dns = self._dns

@@ -128,6 +128,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(only behind a trusted proxy)",
     )
     p.add_argument(
+        "--admin-port",
+        type=int,
+        metavar="N",
+        help="serve the admin endpoint (/stats/prometheus, /config_dump, /clusters, /certs, "
+        "/ready) on 127.0.0.1:N (0 picks a port; off by default)",
+    )
+    p.add_argument(
+        "--access-log",
+        choices=("text", "json"),
+        help="write Istio-format access logs (text or JSON) to stderr (off by default)",
+    )
+    p.add_argument(
+        "--cluster-id",
+        default="Kubernetes",
+        metavar="ID",
+        help="cluster name in metrics (source_cluster/destination_cluster; default: Kubernetes)",
+    )
+    p.add_argument(
         "--app-dir",
         default=".",
         metavar="DIR",
@@ -167,6 +185,14 @@ class _ModeOverride:
     def path_normalization(self) -> str:
         return self.inner.path_normalization
 
+    @property
+    def telemetry(self) -> Any:
+        return getattr(self.inner, "telemetry", None)
+
+    @property
+    def deadline_propagation(self) -> bool:
+        return bool(getattr(self.inner, "deadline_propagation", True))
+
 
 def context_from_args(args: argparse.Namespace) -> tuple[InboundContext, Callable[[], None]]:
     """The mesh context the command serves with, and the function that closes it.
@@ -194,6 +220,9 @@ def context_from_args(args: argparse.Namespace) -> tuple[InboundContext, Callabl
         root_namespace=args.root_namespace,
         default_namespace=args.namespace,
         trust_forwarded_client_cert=args.trust_xfcc,
+        admin_port=getattr(args, "admin_port", None),
+        access_log=getattr(args, "access_log", None),
+        cluster_id=getattr(args, "cluster_id", "Kubernetes"),
     )
     context: InboundContext = mesh
     if args.mode:
@@ -234,6 +263,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"inmesh serve: {exc}", file=sys.stderr)
         return 1
 
+    if getattr(args, "access_log", None):
+        _log_access_to_stderr()
+    admin = getattr(getattr(context, "inner", context), "admin_address", None)
+
     def announce(server: MeshServer) -> None:
         mode = context.mtls_mode(server.port).value
         print(
@@ -241,6 +274,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        if admin is not None:
+            print(
+                f"inmesh: admin endpoint on http://{admin[0]}:{admin[1]}/",
+                file=sys.stderr,
+                flush=True,
+            )
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if in_main else None
@@ -263,6 +302,18 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
         close()
     return 0
+
+
+def _log_access_to_stderr() -> None:
+    """Access log lines to stderr whatever ``--log-level`` says (they are what was asked for)."""
+    from inmesh.telemetry import ACCESS_LOGGER
+
+    access = logging.getLogger(ACCESS_LOGGER)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
 
 
 class _TerminatedError(Exception):

@@ -55,6 +55,7 @@ import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import anyio
 import anyio.to_thread
 
 from inmesh.identity.spiffe import SpiffeId
@@ -69,6 +70,7 @@ from inmesh.inbound.xfcc import XFCC_HEADER_BYTES
 from inmesh.policy.authz import AuthzRequest
 from inmesh.policy.normalize import NormalizedPath, asgi_request_target
 from inmesh.resilience.deadline import deadline_scope, inbound_deadline
+from inmesh.telemetry.core import InboundCall, Telemetry, grpc_status_of
 
 __all__ = [
     "DECISION_KEY",
@@ -196,6 +198,8 @@ class MeshASGIMiddleware:
         """The wrapped app."""
         self.decider = InboundDecider(context, fail_closed=fail_closed)
         """The decider (shared by every request through this middleware)."""
+        self.telemetry: Telemetry | None = getattr(context, "telemetry", None)
+        """Metrics, traces and access logs (``reporter="destination"``), if the context has them."""
 
     @property
     def context(self) -> InboundContext:
@@ -231,9 +235,28 @@ class MeshASGIMiddleware:
             )
         else:
             decision = self.decider.decide(connection_facts(scope), xfcc=incoming, request=request)
+        tel = self.telemetry
         if not decision.allowed:
+            if tel is not None and kind == "http" and decision.authz is not None:
+                refused = self._observe(tel, scope, headers, decision)
+                with refused:
+                    await self._refuse(
+                        kind,
+                        decision,
+                        _observed_send(
+                            refused,
+                            send,
+                            details=decision.response_code_details or "",
+                            flags=getattr(decision.authz, "response_flags", "") or "-",
+                        ),
+                    )
+                return
             await self._refuse(kind, decision, send)
             return
+        call: InboundCall | None = None
+        if tel is not None and kind == "http":
+            call = self._observe(tel, scope, headers, decision)
+            headers = call.headers
         if incoming is not None:
             headers = [h for h in headers if h[0] != XFCC_HEADER_BYTES]
         if decision.xfcc is not None:
@@ -254,14 +277,66 @@ class MeshASGIMiddleware:
         state = scope.get("state")
         if state is not None:
             state[STATE_PEER_KEY] = decision.peer_id
+        if call is not None:
+            with call:
+                try:
+                    await self._serve(
+                        scope, _counted_receive(call, receive), _observed_send(call, send)
+                    )
+                except BaseException as exc:
+                    if not call.done:
+                        # Mid-response: the client went away (DC), or the app
+                        # failed (UC, as Envoy sees an app closing its connection).
+                        gone = isinstance(exc, (OSError, anyio.get_cancelled_exc_class()))
+                        flags = "-" if call.status is None else ("DC" if gone else "UC")
+                        call.finish(call.status or 500, call.response_bytes, flags=flags)
+                    raise
+                if not call.done:
+                    call.finish(call.status or 0, call.response_bytes)
+            return
+        await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if getattr(self.decider.context, "deadline_propagation", True):
-            deadline = inbound_deadline(headers)
+            deadline = inbound_deadline(scope["headers"])
             if deadline is not None:
                 # Outbound calls made while serving this request inherit what is left.
                 with deadline_scope(deadline):
                     await self.app(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    def _observe(
+        tel: Telemetry, scope: Scope, headers: list[tuple[bytes, bytes]], decision: InboundDecision
+    ) -> InboundCall:
+        if decision.path is not None:
+            target = decision.path.target  # what the app sees and policies matched
+        else:
+            path = scope.get("raw_path") or scope.get("path", "/").encode("latin-1")
+            query = scope.get("query_string")
+            target = path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        local = remote = sni = ""
+        if tel.access_log is not None:
+            server = scope.get("server")
+            client = scope.get("client")
+            local = f"{server[0]}:{server[1]}" if server else ""
+            remote = f"{client[0]}:{client[1]}" if client else ""
+            ext = scope.get("extensions") or {}
+            sni = (ext.get("tls") or {}).get("server_name") or ""
+        server = scope.get("server")
+        peer = decision.peer_id
+        return tel.inbound(
+            scope.get("method", "GET"),
+            target,
+            headers,
+            scheme=scope.get("scheme", "http"),
+            peer_principal=None if peer is None else str(peer),
+            local_address=local,
+            remote_address=remote,
+            server_name=sni,
+            port=server[1] if server else None,
+        )
 
     @staticmethod
     async def _refuse(kind: str, decision: InboundDecision, send: Send) -> None:
@@ -271,3 +346,68 @@ class MeshASGIMiddleware:
         status, headers, body = _refusal(decision)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _counted_receive(call: InboundCall, receive: Receive) -> Receive:
+    """``receive`` counting request body bytes into ``call``."""
+
+    async def counted() -> MutableMapping[str, Any]:
+        message = await receive()
+        body = message.get("body")
+        if body:
+            call.request_bytes += len(body)
+        return message
+
+    return counted
+
+
+def _observed_send(
+    call: InboundCall, send: Send, *, details: str = "via_upstream", flags: str = "-"
+) -> Send:
+    """``send`` that adds the response's peer metadata and finishes ``call`` at the last byte."""
+    grpc_status = ""
+    trailers = False
+
+    async def observed(message: MutableMapping[str, Any]) -> None:
+        nonlocal grpc_status, trailers
+        kind = message["type"]
+        if kind == "http.response.start":
+            call.status = message["status"]
+            trailers = bool(message.get("trailers", False))
+            extra = call.response_headers()
+            if extra or call.protocol == "grpc":
+                headers = list(message.get("headers") or ())
+                if call.protocol == "grpc":
+                    grpc_status = grpc_status_of(headers)
+                if extra:
+                    message = {**message, "headers": [*headers, *extra]}
+        elif kind == "http.response.body":
+            body = message.get("body")
+            if body:
+                call.response_bytes += len(body)
+            if not message.get("more_body", False) and not trailers:
+                await send(message)
+                call.finish(
+                    call.status or 0,
+                    call.response_bytes,
+                    grpc_status=grpc_status,
+                    details=details,
+                    flags=flags,
+                )
+                return
+        elif kind == "http.response.trailers":
+            if call.protocol == "grpc":
+                grpc_status = grpc_status_of(message.get("headers") or ()) or grpc_status
+            if not message.get("more_trailers", False):
+                await send(message)
+                call.finish(
+                    call.status or 0,
+                    call.response_bytes,
+                    grpc_status=grpc_status,
+                    details=details,
+                    flags=flags,
+                )
+                return
+        await send(message)
+
+    return observed

@@ -47,10 +47,11 @@ from __future__ import annotations
 import functools
 import http
 import ssl
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 from inmesh.identity.spiffe import SpiffeId
+from inmesh.identity.tls import verified_peer_der
 from inmesh.inbound.asgi import DECISION_KEY
 from inmesh.inbound.asgi import connection_facts as _scope_facts
 from inmesh.inbound.context import InboundContext
@@ -58,6 +59,7 @@ from inmesh.inbound.decide import ConnectionFacts, InboundDecider, InboundDecisi
 from inmesh.policy.authz import AuthzRequest
 from inmesh.policy.normalize import NormalizedPath, wsgi_request_target
 from inmesh.resilience.deadline import deadline_scope, inbound_deadline
+from inmesh.telemetry.core import InboundCall, Telemetry
 
 __all__ = [
     "ENVIRON_DECISION_KEY",
@@ -105,8 +107,8 @@ def connection_facts(environ: Environ, *, trust_front_server: bool = False) -> C
             continue
         port = _local_port(sock)
         if isinstance(sock, ssl.SSLSocket):
-            der = sock.getpeercert(binary_form=True)
-            return ConnectionFacts(tls=True, peer_der=der or None, local_port=port, via=key)
+            der = verified_peer_der(sock)  # none for a stale resumed session
+            return ConnectionFacts(tls=True, peer_der=der, local_port=port, via=key)
         return ConnectionFacts(tls=False, local_port=port, via=key)
     scope = environ.get("asgi.scope")
     if scope is not None:
@@ -200,6 +202,8 @@ class MeshWSGIMiddleware:
         """Whether ``SSL_CLIENT_CERT`` is trusted."""
         self.decider = InboundDecider(context, fail_closed=fail_closed)
         """The decider (shared by every request through this middleware)."""
+        self.telemetry: Telemetry | None = getattr(context, "telemetry", None)
+        """Metrics, traces and access logs (``reporter="destination"``), if the context has them."""
 
     @property
     def context(self) -> InboundContext:
@@ -224,6 +228,10 @@ class MeshWSGIMiddleware:
             str(environ.get("SCRIPT_NAME", "")),
         )
         decision = self.decider.decide(facts, xfcc=incoming, request=request)
+        tel = self.telemetry
+        call = None
+        if tel is not None and (decision.allowed or decision.authz is not None):
+            call = _observe(tel, environ, decision)
         if not decision.allowed:
             status = decision.status
             assert status is not None
@@ -233,6 +241,13 @@ class MeshWSGIMiddleware:
                 headers.insert(0, ("Content-Type", "text/plain"))
             headers.extend(decision.response_headers)
             start_response(_status_line(status), headers)
+            if call is not None:
+                call.finish(
+                    status,
+                    len(body),
+                    details=decision.response_code_details or "",
+                    flags=getattr(decision.authz, "response_flags", "") or "-",
+                )
             return [body]
         if decision.path is not None:
             _with_path(environ, decision.path)
@@ -246,6 +261,11 @@ class MeshWSGIMiddleware:
             del environ[_XFCC_ENVIRON]
         environ[ENVIRON_DECISION_KEY] = decision
         environ[ENVIRON_PEER_KEY] = decision.peer_id
+        if call is not None:
+            return _observed(call, self._serve, environ, start_response)
+        return self._serve(environ, start_response)
+
+    def _serve(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if getattr(self.decider.context, "deadline_propagation", True):
             deadline = inbound_deadline(_deadline_headers(environ))
             if deadline is not None:
@@ -265,3 +285,107 @@ def _deadline_headers(environ: Environ) -> list[tuple[bytes, bytes]]:
         if value:
             out.append((name, str(value).encode("latin-1")))
     return out
+
+
+# Request headers telemetry reads, as WSGI environ keys.
+_TELEMETRY_ENVIRON = (
+    ("HTTP_HOST", b"host"),
+    ("HTTP_X_REQUEST_ID", b"x-request-id"),
+    ("HTTP_USER_AGENT", b"user-agent"),
+    ("HTTP_X_FORWARDED_FOR", b"x-forwarded-for"),
+    ("CONTENT_TYPE", b"content-type"),
+    ("HTTP_X_ENVOY_PEER_METADATA", b"x-envoy-peer-metadata"),
+    ("HTTP_X_ENVOY_PEER_METADATA_ID", b"x-envoy-peer-metadata-id"),
+)
+
+
+def _observe(tel: Telemetry, environ: Environ, decision: InboundDecision) -> InboundCall:
+    headers: list[tuple[bytes, bytes]] = []
+    for key, name in _TELEMETRY_ENVIRON:
+        value = environ.get(key)
+        if value:
+            headers.append((name, str(value).encode("latin-1")))
+    for field in tel.trace_header_names:
+        value = environ.get("HTTP_" + field.upper().replace("-", "_"))
+        if value:
+            headers.append((field.encode("latin-1"), str(value).encode("latin-1")))
+    environ.pop("HTTP_X_ENVOY_PEER_METADATA", None)
+    environ.pop("HTTP_X_ENVOY_PEER_METADATA_ID", None)
+    target = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
+    if not target:
+        query = environ.get("QUERY_STRING")
+        target = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", "/"))
+        target += f"?{query}" if query else ""
+    local = remote = ""
+    if tel.access_log is not None:
+        local = f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+        remote = f"{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}".rstrip(":")
+    port = environ.get("SERVER_PORT")
+    peer = decision.peer_id
+    call = tel.inbound(
+        str(environ.get("REQUEST_METHOD", "GET")),
+        target,
+        headers,
+        scheme=str(environ.get("wsgi.url_scheme", "http")),
+        peer_principal=None if peer is None else str(peer),
+        local_address=local,
+        remote_address=remote,
+        port=int(port) if port and str(port).isdigit() else None,
+    )
+    if "HTTP_X_REQUEST_ID" not in environ:
+        environ["HTTP_X_REQUEST_ID"] = call.request_id
+    try:
+        call.request_bytes = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        call.request_bytes = 0
+    return call
+
+
+def _observed(
+    call: InboundCall,
+    app: Callable[[Environ, StartResponse], Iterable[bytes]],
+    environ: Environ,
+    start_response: StartResponse,
+) -> Iterable[bytes]:
+    """Run ``app`` as ``call``'s request; finish ``call`` when the server closes the body."""
+
+    def observing_start_response(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+        try:
+            call.status = int(status.split(" ", 1)[0])
+        except ValueError:
+            call.status = 0
+        extra = call.response_headers()
+        if extra:
+            headers = [*headers, *((k.decode("latin-1"), v.decode("latin-1")) for k, v in extra)]
+        return start_response(status, headers, *exc)
+
+    try:
+        with call:
+            result = app(environ, observing_start_response)
+    except BaseException:
+        call.finish(500, 0)
+        raise
+    return _ObservedBody(call, result)
+
+
+class _ObservedBody:
+    """The app's body, counted; ``close()`` (PEP 3333) finishes the call."""
+
+    def __init__(self, call: InboundCall, inner: Iterable[bytes]) -> None:
+        self._call = call
+        self._inner = inner
+
+    def __iter__(self) -> Iterator[bytes]:
+        call = self._call
+        for chunk in self._inner:
+            call.response_bytes += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                close()
+        finally:
+            call = self._call
+            call.finish(call.status or 0, call.response_bytes)
