@@ -19,7 +19,6 @@ do, plus the demo's knobs:
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -69,7 +68,7 @@ class Frontend:
 
             overrides: dict[str, Any] = {}
             admin = os.environ.get("INMESH_DEMO_ADMIN_PORT")
-            if admin and "admin_port" in inspect.signature(inmesh.Mesh).parameters:
+            if admin:
                 overrides["admin_port"] = int(admin)
             self._mesh = inmesh.Mesh.from_env(**overrides)
             self._client = httpx.AsyncClient(transport=self._mesh.async_transport())
