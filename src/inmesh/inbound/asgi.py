@@ -288,8 +288,11 @@ class MeshASGIMiddleware:
                         # Mid-response: the client went away (DC), or the app
                         # failed (UC, as Envoy sees an app closing its connection).
                         gone = isinstance(exc, (OSError, anyio.get_cancelled_exc_class()))
-                        flags = "-" if call.status is None else ("DC" if gone else "UC")
-                        call.finish(call.status or 500, call.response_bytes, flags=flags)
+                        if gone:  # Envoy: DC, and code 0 if no response was sent
+                            call.finish(call.status or 0, call.response_bytes, flags="DC")
+                        else:
+                            flags = "-" if call.status is None else "UC"
+                            call.finish(call.status or 500, call.response_bytes, flags=flags)
                     raise
                 if not call.done:
                     call.finish(call.status or 0, call.response_bytes)
