@@ -595,6 +595,10 @@ class Mesh:
             if self._planner is not None:
                 self._planner = self._build_planner(compiled)
             self._compiled = compiled
+            if self._clusters is not None:
+                forgotten = self._clusters.retain(compiled.registry)
+                if forgotten:
+                    log.debug("clusters gone with the configuration: %s", ", ".join(forgotten))
         self._update_dns(compiled.registry.dns_hostnames)
         if previous.mode != compiled.peer_authentication.mode:
             log.info(

@@ -348,3 +348,26 @@ spec:
     assert isinstance(r, Faulted)
     assert r.fault.abort_status == 503
     assert r.reply.status == 200 and r.reply.details == "cors_response"
+
+
+def test_cluster_state_is_forgotten_when_its_service_leaves() -> None:
+    p = planner()
+    for authority in ("backend:8080", "backend:9090", "single:7000"):
+        routed = route(p, attrs(authority))
+        assert isinstance(routed, Routed)
+        routed.cluster.pick(attrs(authority), random.Random(0))
+    manager = p.manager
+    before = {name for name, _, _ in manager.snapshot()}
+    assert "outbound|7000||single.default.svc.cluster.local" in before
+    # single is deleted and backend loses its 9090 port
+    remaining = SERVICES.split("---", maxsplit=1)[0].replace(
+        ", {number: 9090, name: admin, protocol: HTTP}", ""
+    )
+    gone = manager.retain(Registry.from_snapshot(build_snapshot(remaining)))
+    assert gone == [
+        "outbound|7000||single.default.svc.cluster.local",
+        "outbound|9090||backend.default.svc.cluster.local",
+    ]
+    after = {name for name, _, _ in manager.snapshot()}
+    assert after == before - set(gone)
+    assert "outbound|8080||backend.default.svc.cluster.local" in after

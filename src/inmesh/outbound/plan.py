@@ -337,6 +337,32 @@ class ClusterManager:
             self._hosts[name] = hosts
             return hosts
 
+    def retain(self, registry: Registry) -> list[str]:
+        """Forget the clusters whose service or port left ``registry`` (after a reload).
+
+        Their hosts and resilience state (outlier ejections, breakers) go;
+        requests still running on them finish with the objects they hold.
+        Clusters of services that remain keep their state, subsets included.
+        Returns the names forgotten.
+        """
+        with self._lock:
+            names = set(self._runtime) | set(self._hosts)
+            gone = [n for n in names if not _cluster_in(n, registry)]
+            for name in gone:
+                self._runtime.pop(name, None)
+                self._hosts.pop(name, None)
+        return sorted(gone)
+
+
+
+def _cluster_in(name: str, registry: Registry) -> bool:
+    """Whether ``outbound|<port>|<subset>|<host>`` still names a service port of ``registry``."""
+    parts = name.split("|", 3)
+    if len(parts) != 4 or not parts[1].isdigit():
+        return True  # not a service cluster: keep
+    port = int(parts[1])
+    svc = registry.service(parts[3])
+    return svc is not None and any(p.number == port for p in svc.ports)
 
 
 # ---------------------------------------------------------------------------
