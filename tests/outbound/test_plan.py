@@ -371,3 +371,24 @@ def test_cluster_state_is_forgotten_when_its_service_leaves() -> None:
     after = {name for name, _, _ in manager.snapshot()}
     assert after == before - set(gone)
     assert "outbound|8080||backend.default.svc.cluster.local" in after
+
+
+def test_transport_failure_reason_names_tls_before_refusals() -> None:
+    import errno
+    import ssl
+
+    from inmesh.outbound._async.transport import _failure_reason
+    from inmesh.outbound._errors import UpstreamCertificateError, UpstreamConnectError
+
+    refused_cert = UpstreamCertificateError(
+        "TLS handshake with 10.0.0.1:8080 failed: the server certificate was refused: "
+        "certificate verify failed"
+    )
+    assert _failure_reason(refused_cert).startswith("TLS_error:|TLS handshake with 10.0.0.1")
+    assert _failure_reason(refused_cert).endswith(":TLS_error_end")
+    wrapped = UpstreamConnectError("handshake failed")
+    wrapped.__cause__ = ssl.SSLError(1, "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca")
+    assert _failure_reason(wrapped).startswith("TLS_error:|")
+    refused = UpstreamConnectError("connect failed")
+    refused.__cause__ = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    assert _failure_reason(refused) == "delayed connect error: 111"

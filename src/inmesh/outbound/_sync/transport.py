@@ -45,6 +45,7 @@ import functools
 import logging
 import random
 import socket
+import ssl
 import typing
 from collections.abc import Iterable, Iterator
 from types import TracebackType
@@ -75,6 +76,7 @@ from .._errors import (
     UpstreamConnectError,
     UpstreamOverflowError,
     UpstreamTimeoutError,
+    UpstreamTLSError,
     raise_mapped,
 )
 from .._io import (
@@ -1034,6 +1036,9 @@ def _failure_reason(exc: BaseException) -> str:
     """Envoy's transport failure reason, as close as Python's errors allow."""
     seen: BaseException | None = exc
     while seen is not None:
+        # TLS first: a refused certificate is not a refused connection.
+        if isinstance(seen, (UpstreamTLSError, ssl.SSLError)):
+            return f"TLS_error:|{seen}:TLS_error_end"
         if isinstance(seen, OSError) and seen.errno in (errno.ECONNREFUSED, errno.ECONNRESET):
             return f"delayed connect error: {seen.errno}"
         seen = seen.__cause__ or seen.__context__
