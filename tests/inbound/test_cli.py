@@ -213,3 +213,64 @@ def test_inmesh_main_with_serve_registered(monkeypatch: pytest.MonkeyPatch) -> N
         ["--log-level", "INFO", "serve", "m:a", "--workload", "backend", "--mode", "strict"]
     )
     assert args.func.__name__ == "run" and args.mode == "STRICT" and args.port == 8080
+
+
+FACTORY_APP = '''
+import json
+
+
+def create_app(mesh):
+    """The app gets the serving mesh: one mesh for inbound and outbound."""
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = json.dumps(
+            {
+                "workload": mesh.workload.name,
+                "spiffe_id": str(mesh.spiffe_id),
+                "has_transport": mesh.async_transport() is not None,
+            }
+        ).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def broken(mesh):
+    raise RuntimeError("no app today")
+'''
+
+
+def test_factory_gets_the_serving_mesh(
+    tmp_path: Path, cert_dir: Path, config_dir: Path, frontend_cert: WorkloadCertificate
+) -> None:
+    apps = tmp_path / "factory_apps"
+    apps.mkdir()
+    (apps / "factory_app.py").write_text(FACTORY_APP)
+    proc = start(
+        serve_args("factory_app:create_app", config_dir, cert_dir, apps, "--factory"), tmp_path
+    )
+    try:
+        with httpx.Client(verify=client_context(frontend_cert)) as client:
+            seen = client.get(f"https://127.0.0.1:{proc.port}/").json()
+    finally:
+        code = proc.stop(signal.SIGTERM)
+    assert code == 0, proc.output()
+    assert seen == {
+        "workload": "backend",
+        "spiffe_id": "spiffe://cluster.local/ns/default/sa/backend-sa",
+        "has_transport": True,
+    }
+    done = subprocess.run(
+        command(serve_args("factory_app:broken", config_dir, cert_dir, apps, "--factory")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "factory_app:broken(mesh) failed: RuntimeError('no app today')" in done.stderr

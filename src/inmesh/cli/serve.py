@@ -13,6 +13,16 @@ same port; DISABLE: plaintext), as :mod:`inmesh.inbound.serve` describes;
 directory are watched: changes apply to new connections. Stops gracefully on
 SIGINT/SIGTERM.
 
+With ``--factory``, ``MODULE:APP`` is called with the serving
+:class:`~inmesh.Mesh` and returns the app, so the app's outbound calls go
+through the same mesh (one configuration watcher, one identity, one set of
+metrics)::
+
+    def create_app(mesh):
+        client = httpx.AsyncClient(transport=mesh.async_transport())
+        ...
+        return app
+
 Once listening it prints ``inmesh: serving MODULE:APP on HOST:PORT
 (PeerAuthentication MODE)`` on stderr (with ``--port 0``, the port chosen).
 
@@ -67,6 +77,12 @@ def register(sub: Any) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``serve`` options, on any parser."""
     p.add_argument("app", metavar="MODULE:APP", help="the app to import, e.g. 'myapp.main:app'")
+    p.add_argument(
+        "--factory",
+        action="store_true",
+        help="MODULE:APP is a function taking the serving Mesh and returning the app "
+        "(so the app's outbound calls use the same mesh: mesh.async_transport())",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument(
         "--port", type=int, default=8080, help="port to bind; 0 picks one (default: 8080)"
@@ -252,16 +268,27 @@ def run(args: argparse.Namespace) -> int:
     from inmesh.errors import InmeshError
     from inmesh.inbound.serve import MeshServer, ServeError
 
+    factory = bool(getattr(args, "factory", False))
     try:
         app = load_app(args.app, args.app_dir)
     except (ImportError, ValueError) as exc:
         print(f"inmesh serve: cannot load {args.app}: {exc}", file=sys.stderr)
+        return 1
+    if factory and not callable(app):
+        print(f"inmesh serve: --factory: {args.app} is not callable", file=sys.stderr)
         return 1
     try:
         context, close = context_from_args(args)
     except (InmeshError, ValueError, OSError) as exc:
         print(f"inmesh serve: {exc}", file=sys.stderr)
         return 1
+    if factory:
+        try:
+            app = app(getattr(context, "inner", context))  # the Mesh, also under --mode
+        except Exception as exc:
+            close()
+            print(f"inmesh serve: {args.app}(mesh) failed: {exc!r}", file=sys.stderr)
+            return 1
 
     if getattr(args, "access_log", None):
         _log_access_to_stderr()
