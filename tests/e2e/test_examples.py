@@ -73,7 +73,9 @@ class Fleet:
 
 
 def serve_cmd(w: Workload, config: list[Path], cert_dir: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "inmesh.cli.serve", "app:app", "--app-dir", str(w.app_dir)]
+    # The frontend is made from the serving mesh (--factory): one mesh for both ways.
+    app = ["app:create_app", "--factory"] if w.name == "frontend" else ["app:app"]
+    cmd = [sys.executable, "-m", "inmesh.cli.serve", *app, "--app-dir", str(w.app_dir)]
     for path in config:
         cmd += ["--config", str(path)]
     return [
