@@ -54,13 +54,19 @@ def backend(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iter
 class Frontend:
     """The seed's frontend (ASGI): calls ``http://backend:8080`` through the mesh."""
 
-    def __init__(self) -> None:
-        self._mesh: Any = None
+    def __init__(self, mesh: Any = None) -> None:
+        self._mesh: Any = mesh
+        self._owns_mesh = mesh is None
+        """A mesh given by ``inmesh serve --factory`` belongs to the server."""
         self._client: Any = None
 
     def _start(self) -> Any:
         # Synchronous: no await between the check and the assignment, so one
         # event loop never builds two meshes.
+        if self._client is None and not self._owns_mesh:
+            import httpx
+
+            self._client = httpx.AsyncClient(transport=self._mesh.async_transport())
         if self._client is None:
             import httpx
 
@@ -79,10 +85,11 @@ class Frontend:
 
     async def _stop(self) -> None:
         client, mesh = self._client, self._mesh
-        self._client = self._mesh = None
+        self._client = None
         if client is not None:
             await client.aclose()
-        if mesh is not None:
+        if mesh is not None and self._owns_mesh:
+            self._mesh = None
             await mesh.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -156,4 +163,9 @@ async def _reply(
 
 
 frontend = Frontend()
-"""The frontend app: ``inmesh serve inmesh.demo.apps:frontend ...``."""
+"""The frontend app with its own mesh from ``INMESH_*``: ``inmesh serve inmesh.demo.apps:frontend``."""
+
+
+def make_frontend(mesh: Any) -> Frontend:
+    """The frontend made from the serving mesh: ``inmesh serve inmesh.demo.apps:make_frontend --factory``."""
+    return Frontend(mesh)

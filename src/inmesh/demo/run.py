@@ -60,7 +60,10 @@ DEMO_SA = "demo-sa"
 FLAKY = "backend-v1-b"
 START_TIMEOUT = 30.0
 _ANNOUNCE = re.compile(rb"inmesh: serving \S+ on (\S+):(\d+) ")
-_ADMIN = re.compile(re.escape(ADMIN_ANNOUNCE.encode()) + rb"\S+:(\d+)")
+_ADMIN = re.compile(
+    rb"(?:" + re.escape(ADMIN_ANNOUNCE.encode()) + rb"|inmesh: admin endpoint on http://)"
+    rb"[^\s:]+:(\d+)"
+)
 
 
 class DemoError(Exception):
@@ -189,7 +192,7 @@ class Demo:
             )
 
         self.instances = [
-            instance("frontend", "frontend", "v1", FRONTEND_SA, "frontend", "asgi"),
+            instance("frontend", "frontend", "v1", FRONTEND_SA, "make_frontend", "asgi"),
             instance("backend-v1-a", "backend", "v1", BACKEND_SA, "backend", "wsgi"),
             instance(FLAKY, "backend", "v1", BACKEND_SA, "backend", "wsgi"),
             instance("backend-v2", "backend", "v2", BACKEND_SA, "backend", "wsgi"),
@@ -476,18 +479,12 @@ class Demo:
             VERSION=inst.version,
             INMESH_DEMO_INSTANCE=inst.name,
         )
+        extra: list[str] = []
         if inst.app == "frontend":
-            # The frontend's own mesh, for its calls to the backend (Mesh.from_env).
-            env.update(
-                INMESH_WORKLOAD=inst.name,
-                INMESH_NAMESPACE=NAMESPACE,
-                INMESH_SERVICE_ACCOUNT=inst.service_account,
-                INMESH_LABELS=inst.labels,
-                INMESH_CONFIG=str(self.mesh_dir),
-                INMESH_CERT_DIR=str(inst.cert_dir),
-            )
+            # Made from the serving mesh (--factory): one mesh for mTLS in and calls out.
+            extra.append("--factory")
             if self.admin:
-                env["INMESH_DEMO_ADMIN_PORT"] = "0"  # the frontend prints the port it got
+                extra += ["--admin-port", "0"]  # inmesh serve prints the port it got
         cmd = [
             sys.executable,
             "-m",
@@ -509,6 +506,7 @@ class Demo:
             str(inst.cert_dir),
             "--interface",
             inst.interface,
+            *extra,
         ]
         if inst.log is not None:
             inst.log.close()
