@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from inmesh.config.resources._common import Duration
 from inmesh.config.resources.destination_rule import SimpleLB, TLSMode
 from inmesh.config.snapshot import ConfigOptions, build_snapshot
@@ -553,3 +555,45 @@ def test_selector_rules_with_same_labels_merge() -> None:
         dr("b", f"  host: {HOST}\n" + SEL + "  subsets: [{name: b}]\n", ts="2024-01-02T00:00:00Z"),
     )
     assert source(idx) == "default/a" and subsets(idx) == ["a", "b"]
+
+
+def test_a_second_rules_traffic_policy_is_reported_as_ignored(tmp_path: Path) -> None:
+    from inmesh.config.load import load_paths
+    from inmesh.errors import Severity
+
+    (tmp_path / "a.yaml").write_text(
+        """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: backend, namespace: default}
+spec:
+  host: backend
+  trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: backend-lb, namespace: default}
+spec:
+  host: backend.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: backend-subsets, namespace: default}
+spec:
+  host: backend
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: other-ns, namespace: prod}
+spec:
+  host: backend.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+"""
+    )
+    warnings = [
+        d for d in load_paths([tmp_path]).diagnostics if d.severity is Severity.WARNING
+    ]
+    assert [(d.name, d.path) for d in warnings] == [("backend-lb", "spec.trafficPolicy")]
+    assert "DestinationRule default/backend (at " in warnings[0].message
+    assert "keeps only the first one's trafficPolicy" in warnings[0].message

@@ -119,6 +119,9 @@ def load_paths(
         result.files.append((name, data))
         result.extend(_load_text(data, name, default_namespace))
     _check_duplicates(result, duplicates)
+    from inmesh.upstream.policy import ignored_traffic_policies  # cross-resource check
+
+    result.diagnostics.extend(ignored_traffic_policies(result.resources))
     return result
 
 

@@ -113,6 +113,7 @@ from inmesh.config.resources.destination_rule import (
 )
 from inmesh.config.snapshot import ConfigSnapshot
 from inmesh.discovery.registry import Endpoint, Service
+from inmesh.errors import Diagnostic, Severity
 from inmesh.model import Workload
 from inmesh.routing.router import expand_host
 
@@ -613,3 +614,57 @@ class DestinationRuleIndex:
             for v in (*b.specific.values(), *b.wildcard.values())
         )
         return f"<DestinationRuleIndex ns={self._namespace} {n} indexed entries>"
+
+
+def ignored_traffic_policies(
+    resources: Sequence[Resource[Any]], domain_suffix: str = "cluster.local"
+) -> list[Diagnostic]:
+    """Warnings for DestinationRules whose top-level ``trafficPolicy`` Istio's merge drops.
+
+    Several DestinationRules for one host (same namespace, both without a
+    workload selector, same ``exportTo``) are merged: the subsets of the later
+    ones are added, but only the first rule's ``trafficPolicy`` stays
+    (``mergeDestinationRule``; first by creation time, then name). A later
+    rule's policy silently does nothing; this says so, naming both rules.
+    """
+    rules = [
+        r
+        for r in resources
+        if r.kind == "DestinationRule"
+        and isinstance(r.spec, DestinationRuleSpec)
+        and r.spec.host
+        and r.spec.workload_selector is None
+    ]
+    rules.sort(key=_sort_key)
+    first_with_policy: dict[tuple[str, str, frozenset[str]], Resource[Any]] = {}
+    out: list[Diagnostic] = []
+    for rule in rules:
+        spec = rule.spec
+        key = (
+            rule.namespace,
+            _resolve_host(spec.host, rule.namespace, domain_suffix),
+            frozenset(spec.export_to),
+        )
+        if spec.traffic_policy is None:
+            continue
+        first = first_with_policy.get(key)
+        if first is None:
+            first_with_policy[key] = rule
+            continue
+        out.append(
+            Diagnostic(
+                Severity.WARNING,
+                f"ignored: DestinationRule {first.namespace}/{first.name} "
+                f"(at {first.source}) is for the same host {key[1]} and comes first; Istio "
+                "merges the subsets of such rules but keeps only the first one's trafficPolicy",
+                f"move these settings into {first.namespace}/{first.name}'s trafficPolicy "
+                "(or into subsets[].trafficPolicy)",
+                file=rule.source.file,
+                line=rule.source.line,
+                kind=rule.kind,
+                namespace=rule.namespace,
+                name=rule.name,
+                path="spec.trafficPolicy",
+            )
+        )
+    return out
