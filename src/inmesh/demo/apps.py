@@ -8,28 +8,22 @@ do, plus the demo's knobs:
   ``X-Backend-Instance`` (from ``INMESH_DEMO_INSTANCE``) and
   ``X-Backend-Attempt`` (the ``x-envoy-attempt-count`` the caller's mesh
   sent: 2 and more after a retry).
-* :data:`frontend` (ASGI): ``GET /`` calls ``http://backend:8080`` through
-  ``mesh.async_transport()`` (a mesh built with :meth:`inmesh.Mesh.from_env`
-  at start-up) and answers ``Frontend says: <the backend's text>`` with the
-  backend's ``X-Backend-*`` headers, or 500 ``Error contacting backend``
-  (with ``X-Frontend-Error`` saying why, for the demo's messages). With
-  ``INMESH_DEMO_ADMIN_PORT`` (``0``: any free port) its mesh serves the admin
-  endpoint and the address is printed on stderr.
+* :func:`make_frontend` (ASGI, ``inmesh serve --factory``): ``GET /`` calls
+  ``http://backend:8080`` through the serving mesh's ``async_transport()``
+  and answers ``Frontend says: <the backend's text>`` with the backend's
+  ``X-Backend-*`` headers, or 500 ``Error contacting backend`` (with
+  ``X-Frontend-Error`` saying why, for the demo's messages).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-__all__ = ["BACKEND_TEXT", "Frontend", "backend", "frontend"]
+__all__ = ["BACKEND_TEXT", "Frontend", "backend", "make_frontend"]
 
 BACKEND_TEXT = "Hello from Backend!"
-
-ADMIN_ANNOUNCE = "inmesh demo: admin endpoint on "
-"""What the frontend prints on stderr when its mesh serves the admin endpoint."""
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -54,43 +48,24 @@ def backend(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iter
 class Frontend:
     """The seed's frontend (ASGI): calls ``http://backend:8080`` through the mesh."""
 
-    def __init__(self, mesh: Any = None) -> None:
-        self._mesh: Any = mesh
-        self._owns_mesh = mesh is None
-        """A mesh given by ``inmesh serve --factory`` belongs to the server."""
+    def __init__(self, mesh: Any) -> None:
+        self._mesh = mesh
+        """The serving mesh (it belongs to ``inmesh serve``, which closes it)."""
         self._client: Any = None
 
     def _start(self) -> Any:
         # Synchronous: no await between the check and the assignment, so one
-        # event loop never builds two meshes.
-        if self._client is None and not self._owns_mesh:
-            import httpx
-
-            self._client = httpx.AsyncClient(transport=self._mesh.async_transport())
+        # event loop never builds two clients.
         if self._client is None:
             import httpx
 
-            import inmesh
-
-            overrides: dict[str, Any] = {}
-            admin = os.environ.get("INMESH_DEMO_ADMIN_PORT")
-            if admin:
-                overrides["admin_port"] = int(admin)
-            self._mesh = inmesh.Mesh.from_env(**overrides)
             self._client = httpx.AsyncClient(transport=self._mesh.async_transport())
-            address = getattr(self._mesh, "admin_address", None)
-            if address is not None:
-                print(f"{ADMIN_ANNOUNCE}{address[0]}:{address[1]}", file=sys.stderr, flush=True)
         return self._client
 
     async def _stop(self) -> None:
-        client, mesh = self._client, self._mesh
-        self._client = None
+        client, self._client = self._client, None
         if client is not None:
             await client.aclose()
-        if mesh is not None and self._owns_mesh:
-            self._mesh = None
-            await mesh.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -160,10 +135,6 @@ async def _reply(
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-frontend = Frontend()
-"""The frontend app with its own mesh from ``INMESH_*``: ``inmesh serve inmesh.demo.apps:frontend``."""
 
 
 def make_frontend(mesh: Any) -> Frontend:

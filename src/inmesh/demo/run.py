@@ -27,7 +27,6 @@ demo, exit status 1, when the mesh does not behave):
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import re
@@ -47,7 +46,7 @@ from types import FrameType
 from typing import IO, Any, TextIO
 
 from inmesh.demo import config as demo_config
-from inmesh.demo.apps import ADMIN_ANNOUNCE, BACKEND_TEXT
+from inmesh.demo.apps import BACKEND_TEXT
 from inmesh.demo.progress import Progress, Step
 
 __all__ = ["DemoError", "run_demo"]
@@ -60,10 +59,7 @@ DEMO_SA = "demo-sa"
 FLAKY = "backend-v1-b"
 START_TIMEOUT = 30.0
 _ANNOUNCE = re.compile(rb"inmesh: serving \S+ on (\S+):(\d+) ")
-_ADMIN = re.compile(
-    rb"(?:" + re.escape(ADMIN_ANNOUNCE.encode()) + rb"|inmesh: admin endpoint on http://)"
-    rb"[^\s:]+:(\d+)"
-)
+_ADMIN = re.compile(rb"inmesh: admin endpoint on http://[^\s:]+:(\d+)")  # inmesh serve's line
 
 
 class DemoError(Exception):
@@ -140,7 +136,7 @@ class Demo:
         self.mesh_dir = self.workdir / "mesh"
         self.instances: list[Instance] = []
         self.admin = False
-        """Whether this build has the admin endpoint (``Mesh(admin_port=...)``)."""
+        """Whether the frontend was started with its admin endpoint (set by :meth:`start`)."""
         self.admin_port: int | None = None
         self._mesh: Any = None
         self._client: Any = None
@@ -216,10 +212,7 @@ class Demo:
             s.detail(f"  {path.name}")
 
     def start(self, s: Step) -> None:
-        from inmesh import Mesh
-
-        admin = "admin_port" in inspect.signature(Mesh).parameters
-        self.admin = admin
+        self.admin = True  # the frontend serves the admin endpoint (--admin-port 0)
         for inst in self.instances:
             self._spawn(inst)
         deadline = time.monotonic() + START_TIMEOUT

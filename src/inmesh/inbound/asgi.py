@@ -319,15 +319,14 @@ class MeshASGIMiddleware:
             path = scope.get("raw_path") or scope.get("path", "/").encode("latin-1")
             query = scope.get("query_string")
             target = path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        server = scope.get("server")
         local = remote = sni = ""
         if tel.access_log is not None:
-            server = scope.get("server")
             client = scope.get("client")
             local = f"{server[0]}:{server[1]}" if server else ""
             remote = f"{client[0]}:{client[1]}" if client else ""
             ext = scope.get("extensions") or {}
             sni = (ext.get("tls") or {}).get("server_name") or ""
-        server = scope.get("server")
         peer = decision.peer_id
         return tel.inbound(
             scope.get("method", "GET"),

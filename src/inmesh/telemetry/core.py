@@ -264,8 +264,7 @@ class OutboundCall:
             ctype = request.headers.get("content-type")
             if ctype is not None and ctype.startswith("application/grpc"):
                 self.protocol = "grpc"
-        content = getattr(request, "_content", None)
-        self.request_bytes = len(content) if content is not None else _body_size(request)
+        self.request_bytes = _body_size(request)
         inbound = self.inbound
         tracer = tel.tracing.tracer()
         logged = tel.access_log is not None
@@ -359,7 +358,6 @@ class OutboundCall:
         response_bytes: int,
         *,
         grpc_status: str = "",
-        upstream_service_time: str | None = None,
     ) -> None:
         """Record the request (once): metrics, span end, access log."""
         if self._done:
@@ -404,9 +402,7 @@ class OutboundCall:
                     bytes_received=self.request_bytes,
                     bytes_sent=response_bytes,
                     duration_ms=int(elapsed * 1000),
-                    upstream_service_time=upstream_service_time
-                    if upstream_service_time is not None
-                    else (
+                    upstream_service_time=(
                         None
                         if info.upstream_service_time is None or not status
                         else str(int(info.upstream_service_time * 1000))
