@@ -67,17 +67,28 @@ MAX_SESSIONS = 1024
 
 @dataclass(frozen=True, slots=True)
 class PoolLimits:
-    """Connection-pool settings of one destination (httpcore's pool arguments).
+    """Connection-pool settings of one destination.
 
-    ``max_connections``: ``None`` is unlimited (Envoy's default circuit
-    breaker is practically unlimited too; admission control is inmesh's, not
-    the pool's). ``keepalive_expiry``: seconds an idle connection is kept,
-    Istio's ``connectionPool.http.idleTimeout`` default of one hour.
+    * ``max_connections``: connections open at once (a request waits for one
+      up to its ``pool`` timeout); ``None`` is unlimited (Envoy's default
+      circuit breaker is practically unlimited too; admission control is
+      inmesh's, not the pool's).
+    * ``max_keepalive_connections``: idle connections kept (``None``: all).
+    * ``keepalive_expiry``: seconds an idle connection is kept, Istio's
+      ``connectionPool.http.idleTimeout`` default of one hour.
+    * ``max_requests_per_connection``: a connection is closed after this many
+      requests (``connectionPool.http.maxRequestsPerConnection``; ``None``:
+      no limit).
+    * ``max_connection_duration``: seconds after which a connection is no
+      longer reused (``connectionPool.tcp.maxConnectionDuration``; ``None``:
+      no limit).
     """
 
     max_connections: int | None = None
     max_keepalive_connections: int | None = None
     keepalive_expiry: float | None = 3600.0
+    max_requests_per_connection: int | None = None
+    max_connection_duration: float | None = None
 
 
 DEFAULT_LIMITS = PoolLimits()

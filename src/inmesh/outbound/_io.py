@@ -4,6 +4,9 @@
 rewriting names; what cannot be rewritten lives here in both forms:
 
 * :func:`sleep_async` / :func:`sleep_sync` (injected fault delays);
+* :class:`AsyncShield` / :class:`Shield`: a block that cancellation cannot
+  interrupt (closing a connection after a failed or cancelled request); a
+  no-op in threads, which are never cancelled;
 * :class:`AsyncShadowDispatcher` / :class:`ShadowDispatcher`: fire-and-forget
   mirroring with bounded concurrency. The async one starts a detached task on
   the running loop (``asyncio`` task, or a trio system task), so the caller
@@ -30,10 +33,12 @@ __all__ = [
     "DEFAULT_SHADOW_TIMEOUT",
     "AsyncAttemptScope",
     "AsyncShadowDispatcher",
+    "AsyncShield",
     "AsyncWaiter",
     "AttemptScope",
     "ShadowDispatcher",
     "ShadowStats",
+    "Shield",
     "Waiter",
     "sleep_async",
     "sleep_sync",
@@ -51,6 +56,32 @@ async def sleep_async(seconds: float) -> None:
 
 def sleep_sync(seconds: float) -> None:
     time.sleep(seconds)
+
+
+class AsyncShield:
+    """``with AsyncShield():`` runs its block shielded from cancellation."""
+
+    __slots__ = ("_scope",)
+
+    def __enter__(self) -> AsyncShield:
+        self._scope = anyio.CancelScope(shield=True)
+        self._scope.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        return bool(self._scope.__exit__(*exc))
+
+
+class Shield:
+    """The sync twin of :class:`AsyncShield`: threads are never cancelled."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Shield:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
 
 
 class AsyncAttemptScope:

@@ -21,7 +21,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-import inmesh.outbound._async.connect as connect_module
 from inmesh.config.resources.destination_rule import ClientTLSSettings, TLSMode
 from inmesh.identity.ca import LocalCA
 from inmesh.identity.certificate import WorkloadCertificate
@@ -641,27 +640,6 @@ def test_dns_name_matching_as_envoy() -> None:
     assert _common.san_matches("10.0.0.1", (("IP Address", "10.0.0.1"),))
     assert not _common.san_matches("10.0.0.1", (("DNS", "10.0.0.2"),))
     assert _common.san_matches("ops@example.test", (("email", "ops@example.test"),))
-
-
-class FakeConnection:
-    """Expired (readable) according to httpcore; ``idle`` says whether it is in use."""
-
-    def __init__(self) -> None:
-        self.idle = True
-
-    def has_expired(self) -> bool:
-        return True
-
-    def is_idle(self) -> bool:
-        return self.idle
-
-
-def test_a_connection_in_use_never_counts_as_expired() -> None:
-    inner = FakeConnection()
-    guarded = connect_module._AsyncGuardedConnection(inner)  # type: ignore[arg-type]
-    assert guarded.has_expired()
-    inner.idle = False  # taken by a request between the pool's "idle?" and "readable?"
-    assert not guarded.has_expired()
 
 
 def test_sync_twin_is_up_to_date() -> None:

@@ -1,26 +1,26 @@
 """The outbound connector: verified connections, one pool per destination (async source).
 
 What a sidecar does when it opens an upstream connection, as an httpcore
-network backend plus a manager of httpcore pools:
+network backend plus a manager of HTTP/1.1 pools
+(:class:`~inmesh.outbound._async.http11.AsyncHTTP11Pool`):
 
 * :class:`AsyncVerifyingBackend` connects to an endpoint and, for TLS,
   handshakes with the context and SNI of its
   :class:`~inmesh.upstream.tls.UpstreamTLS` (whatever context and server name
-  httpcore passes are ignored, so httpcore's per-connection ALPN change never
-  touches the real context). Right after the handshake it checks the server
-  (:func:`~inmesh.outbound._common.verify_server`): on a mismatch it closes the
-  stream and raises :class:`~inmesh.outbound.UpstreamIdentityError` before
-  returning it, so the HTTP layer never writes a byte. A stream that should be
-  TLS refuses writes until the handshake is done.
+  the pool passes are ignored). Right after the handshake it checks the
+  server (:func:`~inmesh.outbound._common.verify_server`): on a mismatch it
+  closes the stream and raises :class:`~inmesh.outbound.UpstreamIdentityError`
+  before returning it, so the HTTP layer never writes a byte. A stream that
+  should be TLS refuses writes until the handshake is done.
 * :class:`AsyncConnector` hands each request to the pool of its
   ``(destination, UpstreamTLS, certificate version, PoolLimits)``: a
   connection verified for one destination is never reused for another, even
-  if an address is recycled. Pools never retry (``retries=0``): retrying is
-  the policy layer's job. When the workload certificate rotates (its
-  ``version`` changes) the mesh pools are replaced: new connections present
-  the new certificate and verify against the new bundle, requests in flight
-  on the old pools finish, and an old pool is closed once it has no request
-  and only idle connections (checked at each request and by :meth:`aclose`).
+  if an address is recycled. Pools never retry: retrying is the policy
+  layer's job. When the workload certificate rotates (its ``version``
+  changes) the mesh pools are replaced: new connections present the new
+  certificate and verify against the new bundle, requests in flight on the
+  old pools finish, and an old pool is closed once no request holds one of
+  its connections (checked at each request and by :meth:`aclose`).
 * TLS session resumption: after the first read on a TLS connection, the
   session (with its ticket) is kept per ``(address, port, UpstreamTLS)`` and
   offered to the next handshake with that endpoint; resumed sessions skip
@@ -35,14 +35,10 @@ network backend plus a manager of httpcore pools:
   ``SSLContext``-subclass alternative is 3-7 points worse in async (anyio's
   thread hop, 60-170 us) and equal in sync, hence the hook.
 
-Thread safety: the connector's state is guarded by a ``threading.Lock`` that
-is never held across an ``await``; the generated sync connector can be shared
-by many threads. httpcore's sync pool is thread-safe but for two races in
-which it closes a connection another thread has just taken: the "expired"
-check (closed here by :class:`_AsyncGuardedConnection`), and
-encode/httpcore#1110 (an idle connection closed "to make room", only reachable
-with ``max_connections`` set and several endpoints in one pool; fix pending
-upstream).
+Thread safety: the connector's and the pools' state is guarded by
+``threading.Lock`` s never held across I/O, and a connection belongs to one
+request at a time; the generated sync connector can be shared by many
+threads.
 """
 
 from __future__ import annotations
@@ -87,6 +83,7 @@ from .._errors import (
     raise_mapped,
     read_error,
 )
+from .http11 import AsyncHTTP11Pool
 
 __all__ = ["AsyncConnector", "AsyncVerifyingBackend"]
 
@@ -113,7 +110,8 @@ class AsyncVerifyingBackend(httpcore.AsyncNetworkBackend):
       resumption); ``context`` must have :func:`install_session_hooks`;
     * ``backend``: the real network backend (default: ``httpcore.AnyIOBackend()``).
 
-    Give it to an ``httpcore.AsyncConnectionPool`` with ``retries=0``.
+    Give it to an :class:`~inmesh.outbound._async.http11.AsyncHTTP11Pool` (or an
+    ``httpcore.AsyncConnectionPool`` with ``retries=0``).
     """
 
     def __init__(
@@ -348,68 +346,19 @@ class _AsyncMappedStream:
                 raise_mapped(exc)
 
 
-class _AsyncGuardedConnection(httpcore.AsyncConnectionInterface):
-    """An httpcore connection whose ``has_expired`` cannot condemn a connection in use.
-
-    httpcore's ``has_expired`` reads "idle" and then "socket readable": in a
-    threaded pool, another thread can take the connection, send a request and
-    receive the start of the response between the two reads, and the pool
-    then closes the connection under it (``Bad file descriptor``, or "server
-    disconnected"; the same family as encode/httpcore#1110). Asking "idle?"
-    again after "expired?" closes that window; harmless on an event loop.
-    """
-
-    def __init__(self, inner: httpcore.AsyncConnectionInterface) -> None:
-        self._inner = inner
-
-    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    def info(self) -> str:
-        return self._inner.info()
-
-    def can_handle_request(self, origin: httpcore.Origin) -> bool:
-        return self._inner.can_handle_request(origin)
-
-    def is_available(self) -> bool:
-        return self._inner.is_available()
-
-    def has_expired(self) -> bool:
-        return self._inner.has_expired() and self._inner.is_idle()
-
-    def is_idle(self) -> bool:
-        return self._inner.is_idle()
-
-    def is_closed(self) -> bool:
-        return self._inner.is_closed()
-
-    def __repr__(self) -> str:
-        return repr(self._inner)
-
-
-class _AsyncConnectionPool(httpcore.AsyncConnectionPool):
-    """httpcore's pool with :class:`_AsyncGuardedConnection` s."""
-
-    def create_connection(self, origin: httpcore.Origin) -> httpcore.AsyncConnectionInterface:
-        return _AsyncGuardedConnection(super().create_connection(origin))
-
-
 class _Pool:
-    """An httpcore pool, its key's parts, and how many requests are being handed to it."""
+    """A connection pool, its key's parts, and how many requests are being handed to it."""
 
     __slots__ = ("leases", "pool", "tls", "version")
 
-    def __init__(self, pool: httpcore.AsyncConnectionPool, tls: UpstreamTLS, version: int) -> None:
+    def __init__(self, pool: AsyncHTTP11Pool, tls: UpstreamTLS, version: int) -> None:
         self.pool = pool
         self.tls = tls
         self.version = version
         self.leases = 0
 
     def is_idle(self) -> bool:
-        return not self.leases and all(c.is_idle() or c.is_closed() for c in self.pool.connections)
+        return not self.leases and self.pool.is_idle()
 
 
 class AsyncConnector:
@@ -446,7 +395,6 @@ class AsyncConnector:
         self._mesh_cert: WorkloadCertificate | None = None
         self._mesh_contexts: dict[tuple[str, ...], ssl.SSLContext] = {}
         self._tls_contexts: dict[tuple[object, ...], ssl.SSLContext] = {}
-        self._placeholder: ssl.SSLContext | None = None
         self._closed = False
 
     async def handle_async_request(
@@ -583,17 +531,7 @@ class AsyncConnector:
             sessions=self._sessions,
             backend=self._network_backend,
         )
-        if self._placeholder is None:
-            # httpcore sets ALPN on the context it is given; the backend ignores it.
-            self._placeholder = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        pool = _AsyncConnectionPool(
-            ssl_context=self._placeholder,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            retries=0,
-            network_backend=backend,
-        )
+        pool = AsyncHTTP11Pool(backend, ssl_context=context, limits=limits)
         return _Pool(pool, tls, version)
 
     async def _close_idle_draining(self) -> None:

@@ -1,26 +1,26 @@
 """The outbound connector: verified connections, one pool per destination (generated from the _async twin by scripts/unasync.py: do not edit).
 
 What a sidecar does when it opens an upstream connection, as an httpcore
-network backend plus a manager of httpcore pools:
+network backend plus a manager of HTTP/1.1 pools
+(:class:`~inmesh.outbound._sync.http11.HTTP11Pool`):
 
 * :class:`VerifyingBackend` connects to an endpoint and, for TLS,
   handshakes with the context and SNI of its
   :class:`~inmesh.upstream.tls.UpstreamTLS` (whatever context and server name
-  httpcore passes are ignored, so httpcore's per-connection ALPN change never
-  touches the real context). Right after the handshake it checks the server
-  (:func:`~inmesh.outbound._common.verify_server`): on a mismatch it closes the
-  stream and raises :class:`~inmesh.outbound.UpstreamIdentityError` before
-  returning it, so the HTTP layer never writes a byte. A stream that should be
-  TLS refuses writes until the handshake is done.
+  the pool passes are ignored). Right after the handshake it checks the
+  server (:func:`~inmesh.outbound._common.verify_server`): on a mismatch it
+  closes the stream and raises :class:`~inmesh.outbound.UpstreamIdentityError`
+  before returning it, so the HTTP layer never writes a byte. A stream that
+  should be TLS refuses writes until the handshake is done.
 * :class:`Connector` hands each request to the pool of its
   ``(destination, UpstreamTLS, certificate version, PoolLimits)``: a
   connection verified for one destination is never reused for another, even
-  if an address is recycled. Pools never retry (``retries=0``): retrying is
-  the policy layer's job. When the workload certificate rotates (its
-  ``version`` changes) the mesh pools are replaced: new connections present
-  the new certificate and verify against the new bundle, requests in flight
-  on the old pools finish, and an old pool is closed once it has no request
-  and only idle connections (checked at each request and by :meth:`close`).
+  if an address is recycled. Pools never retry: retrying is the policy
+  layer's job. When the workload certificate rotates (its ``version``
+  changes) the mesh pools are replaced: new connections present the new
+  certificate and verify against the new bundle, requests in flight on the
+  old pools finish, and an old pool is closed once no request holds one of
+  its connections (checked at each request and by :meth:`close`).
 * TLS session resumption: after the first read on a TLS connection, the
   session (with its ticket) is kept per ``(address, port, UpstreamTLS)`` and
   offered to the next handshake with that endpoint; resumed sessions skip
@@ -35,14 +35,10 @@ network backend plus a manager of httpcore pools:
   ``SSLContext``-subclass alternative is 3-7 points worse in async (anyio's
   thread hop, 60-170 us) and equal in sync, hence the hook.
 
-Thread safety: the connector's state is guarded by a ``threading.Lock`` that
-is never held across an ``await``; the generated sync connector can be shared
-by many threads. httpcore's sync pool is thread-safe but for two races in
-which it closes a connection another thread has just taken: the "expired"
-check (closed here by :class:`_GuardedConnection`), and
-encode/httpcore#1110 (an idle connection closed "to make room", only reachable
-with ``max_connections`` set and several endpoints in one pool; fix pending
-upstream).
+Thread safety: the connector's and the pools' state is guarded by
+``threading.Lock`` s never held across I/O, and a connection belongs to one
+request at a time; the generated sync connector can be shared by many
+threads.
 """
 
 from __future__ import annotations
@@ -87,6 +83,7 @@ from .._errors import (
     raise_mapped,
     read_error,
 )
+from .http11 import HTTP11Pool
 
 __all__ = ["Connector", "VerifyingBackend"]
 
@@ -113,7 +110,8 @@ class VerifyingBackend(httpcore.NetworkBackend):
       resumption); ``context`` must have :func:`install_session_hooks`;
     * ``backend``: the real network backend (default: ``httpcore.SyncBackend()``).
 
-    Give it to an ``httpcore.ConnectionPool`` with ``retries=0``.
+    Give it to an :class:`~inmesh.outbound._sync.http11.HTTP11Pool` (or an
+    ``httpcore.ConnectionPool`` with ``retries=0``).
     """
 
     def __init__(
@@ -348,68 +346,19 @@ class _MappedStream:
                 raise_mapped(exc)
 
 
-class _GuardedConnection(httpcore.ConnectionInterface):
-    """An httpcore connection whose ``has_expired`` cannot condemn a connection in use.
-
-    httpcore's ``has_expired`` reads "idle" and then "socket readable": in a
-    threaded pool, another thread can take the connection, send a request and
-    receive the start of the response between the two reads, and the pool
-    then closes the connection under it (``Bad file descriptor``, or "server
-    disconnected"; the same family as encode/httpcore#1110). Asking "idle?"
-    again after "expired?" closes that window; harmless on an event loop.
-    """
-
-    def __init__(self, inner: httpcore.ConnectionInterface) -> None:
-        self._inner = inner
-
-    def handle_request(self, request: httpcore.Request) -> httpcore.Response:
-        return self._inner.handle_request(request)
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def info(self) -> str:
-        return self._inner.info()
-
-    def can_handle_request(self, origin: httpcore.Origin) -> bool:
-        return self._inner.can_handle_request(origin)
-
-    def is_available(self) -> bool:
-        return self._inner.is_available()
-
-    def has_expired(self) -> bool:
-        return self._inner.has_expired() and self._inner.is_idle()
-
-    def is_idle(self) -> bool:
-        return self._inner.is_idle()
-
-    def is_closed(self) -> bool:
-        return self._inner.is_closed()
-
-    def __repr__(self) -> str:
-        return repr(self._inner)
-
-
-class _ConnectionPool(httpcore.ConnectionPool):
-    """httpcore's pool with :class:`_GuardedConnection` s."""
-
-    def create_connection(self, origin: httpcore.Origin) -> httpcore.ConnectionInterface:
-        return _GuardedConnection(super().create_connection(origin))
-
-
 class _Pool:
-    """An httpcore pool, its key's parts, and how many requests are being handed to it."""
+    """A connection pool, its key's parts, and how many requests are being handed to it."""
 
     __slots__ = ("leases", "pool", "tls", "version")
 
-    def __init__(self, pool: httpcore.ConnectionPool, tls: UpstreamTLS, version: int) -> None:
+    def __init__(self, pool: HTTP11Pool, tls: UpstreamTLS, version: int) -> None:
         self.pool = pool
         self.tls = tls
         self.version = version
         self.leases = 0
 
     def is_idle(self) -> bool:
-        return not self.leases and all(c.is_idle() or c.is_closed() for c in self.pool.connections)
+        return not self.leases and self.pool.is_idle()
 
 
 class Connector:
@@ -446,7 +395,6 @@ class Connector:
         self._mesh_cert: WorkloadCertificate | None = None
         self._mesh_contexts: dict[tuple[str, ...], ssl.SSLContext] = {}
         self._tls_contexts: dict[tuple[object, ...], ssl.SSLContext] = {}
-        self._placeholder: ssl.SSLContext | None = None
         self._closed = False
 
     def handle_request(
@@ -583,17 +531,7 @@ class Connector:
             sessions=self._sessions,
             backend=self._network_backend,
         )
-        if self._placeholder is None:
-            # httpcore sets ALPN on the context it is given; the backend ignores it.
-            self._placeholder = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        pool = _ConnectionPool(
-            ssl_context=self._placeholder,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            retries=0,
-            network_backend=backend,
-        )
+        pool = HTTP11Pool(backend, ssl_context=context, limits=limits)
         return _Pool(pool, tls, version)
 
     def _close_idle_draining(self) -> None:
