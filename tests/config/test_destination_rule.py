@@ -675,15 +675,16 @@ WARNINGS: list[Any] = [
         id="port-duplicate"),
     pytest.param(_tp("outlierDetection: {consecutiveGatewayErrors: 5}"),
                  f"{OD}.consecutiveGatewayErrors", "no effect", id="gateway-errors-not-below-5xx"),
-    # the support tables: some connection pool fields are parsed, not enforced yet
-    pytest.param(_tp("connectionPool: {http: {maxRequestsPerConnection: 5}}"),
-                 f"{CP}.http.maxRequestsPerConnection", "not enforced yet",
-                 id="max-requests-per-connection-not-enforced"),
 ]
 
 
-def test_one_request_per_connection_is_enforced() -> None:
-    assert not assert_valid(DR, _tp("connectionPool: {http: {maxRequestsPerConnection: 1}}")).warnings
+@pytest.mark.parametrize("pool", [
+    "{http: {maxRequestsPerConnection: 1}}",
+    "{http: {maxRequestsPerConnection: 5}}",
+    "{tcp: {maxConnectionDuration: 30s}}",
+])
+def test_connection_lifetime_limits_are_enforced(pool: str) -> None:
+    assert not assert_valid(DR, _tp(f"connectionPool: {pool}")).warnings
 
 
 def test_routing_policy_is_enforced_without_warnings() -> None:

@@ -41,6 +41,8 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    client: tuple[str, int] | None = None
+    """The caller's address and port (one per connection)."""
 
 
 @dataclass
@@ -79,7 +81,15 @@ def echo_app(backend: Backend) -> Any:
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = scope["query_string"].decode()
         backend.received.append(
-            Received(scope["method"], scope["path"], query, headers, body, time.monotonic())
+            Received(
+                scope["method"],
+                scope["path"],
+                query,
+                headers,
+                body,
+                time.monotonic(),
+                tuple(scope["client"]) if scope.get("client") else None,
+            )
         )
         while backend.hang:  # until the test (or Fleet.close) lets go
             await anyio.sleep(0.05)

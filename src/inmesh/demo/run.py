@@ -27,7 +27,6 @@ demo, exit status 1, when the mesh does not behave):
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import shutil
@@ -693,15 +692,12 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-_NOISE = "is parsed but only partly enforced"  # the seed's maxRequestsPerConnection: 10
-
-
 def _tail(path: Path, lines: int = 15) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return []
-    return [line for line in text.splitlines() if _NOISE not in line][-lines:]
+    return text.splitlines()[-lines:]
 
 
 @contextlib.contextmanager
@@ -760,11 +756,6 @@ def run_demo(
             f"pip install {' '.join(missing)}"
         )
         return 1
-    config_log = logging.getLogger("inmesh.config")
-    if config_log.getEffectiveLevel() == logging.WARNING:
-        # The demo's own client mesh would repeat the validation warning the
-        # services log (the seed's maxRequestsPerConnection is partly enforced).
-        config_log.setLevel(logging.ERROR)
     started = time.monotonic()
     demo = Demo(progress, requests=requests, keep_running=keep_running)
     code = 0

@@ -159,9 +159,8 @@ class TCPSettings:
         note="parsed and validated; upstream sockets use the OS keep-alive defaults",
     )
     max_connection_duration: Duration | None = spec_field(
-        support=Support.NOT_YET,
-        note="at least 1ms; connections are closed this long after they were opened; "
-        "not enforced yet",
+        note="at least 1ms; a connection this old is not reused: it is closed when its "
+        "request ends, or when found idle",
     )
     idle_timeout: Duration | None = spec_field(
         note="0s disables it; used when http.idleTimeout is unset",
@@ -190,10 +189,8 @@ class HTTPSettings:
         note="int32; outstanding requests to the destination; unset or 0: 2^32-1"
     )
     max_requests_per_connection: int | None = spec_field(
-        support=Support.PARTIAL,
-        note="int32; 1 disables keep-alive (enforced); other values are not enforced yet; "
-        "unset or 0: unlimited",
-        enforced_if=lambda n: n is None or n in (0, 1),
+        note="int32; a connection is closed after this many requests (1 disables "
+        "keep-alive); unset or 0: unlimited",
         istio_default=0,
     )
     max_retries: int | None = spec_field(

@@ -491,7 +491,12 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
             _clamped(request.extensions, timeout, pool.connect_timeout),
         )
         idle = pool.idle_timeout
-        limits = None if idle == DEFAULT_LIMITS.keepalive_expiry else _idle_limits(idle)
+        per_connection = pool.max_requests_per_connection
+        duration = pool.max_connection_duration
+        if idle == DEFAULT_LIMITS.keepalive_expiry and per_connection is None and duration is None:
+            limits = None
+        else:
+            limits = _pool_limits(idle, per_connection, duration)
         if connector is None:
             connector = self._connector
         # One pool per endpoint, as Envoy keeps connection pools per host.
@@ -821,9 +826,16 @@ def _core_request(
 
 
 @functools.lru_cache(maxsize=64)
-def _idle_limits(idle_timeout: float | None) -> PoolLimits:
-    """The pool limits of a cluster's ``idleTimeout`` (one value per setting)."""
-    return PoolLimits(keepalive_expiry=idle_timeout)
+def _pool_limits(
+    idle_timeout: float | None, per_connection: int | None, duration: float | None
+) -> PoolLimits:
+    """The pool limits of a cluster's ``idleTimeout``, ``maxRequestsPerConnection``
+    and ``maxConnectionDuration`` (one object per combination)."""
+    return PoolLimits(
+        keepalive_expiry=idle_timeout,
+        max_requests_per_connection=per_connection,
+        max_connection_duration=duration,
+    )
 
 
 _OUTCOMES: dict[int, Outcome] = {}
