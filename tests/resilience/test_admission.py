@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import pytest
@@ -10,8 +11,10 @@ from inmesh.config.resources._common import Duration
 from inmesh.config.resources.destination_rule import (
     ConnectionPoolSettings,
     HTTPSettings,
+    TcpKeepalive,
     TCPSettings,
 )
+from inmesh.outbound import keepalive_options
 from inmesh.resilience.admission import (
     DEFAULT_THRESHOLD,
     Admission,
@@ -75,6 +78,29 @@ def test_zero_means_istio_default() -> None:
         )
     )
     assert s == PoolSettings()
+
+
+def test_tcp_keepalive_translation() -> None:
+    def keepalive(**kw: object) -> object:
+        tcp = TCPSettings(tcp_keepalive=TcpKeepalive(**kw))  # type: ignore[arg-type]
+        return PoolSettings.from_settings(ConnectionPoolSettings(tcp=tcp)).tcp_keepalive
+
+    assert PoolSettings().tcp_keepalive is None
+    assert keepalive() == (None, None, None)  # SO_KEEPALIVE with the OS defaults
+    assert keepalive(probes=0, time=Duration.of(7.9), interval=Duration.of(0.5)) == (None, 7, 0)
+    assert keepalive(probes=3, time=Duration.of(60)) == (3, 60, None)
+
+
+def test_keepalive_socket_options() -> None:
+    on = (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    tcp = socket.IPPROTO_TCP
+    assert keepalive_options() == (on,)
+    assert keepalive_options(3, 60, 0) == (
+        on,
+        (tcp, socket.TCP_KEEPCNT, 3),
+        (tcp, socket.TCP_KEEPIDLE, 60),
+    )
+    assert keepalive_options(None, None, 2) == (on, (tcp, socket.TCP_KEEPINTVL, 2))
 
 
 def test_timeouts_translation() -> None:

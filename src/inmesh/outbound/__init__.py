@@ -5,8 +5,9 @@
   decisions they make are in :mod:`inmesh.outbound.plan` (sans I/O), the
   replies they make in :mod:`inmesh.outbound.replies`.
 * :class:`AsyncConnector` / :class:`Connector`: verified connections to
-  upstream endpoints, one httpcore pool per destination and TLS setting,
-  rotated with the workload certificate, with TLS session resumption.
+  upstream endpoints, one HTTP/1.1 pool per destination and TLS setting
+  (:class:`PoolLimits`, :func:`keepalive_options`), rotated with the
+  workload certificate, with TLS session resumption.
 * :class:`AsyncVerifyingBackend` / :class:`VerifyingBackend`: the httpcore
   network backends underneath, usable on their own with an httpcore pool.
 * Errors (see :mod:`inmesh.outbound._errors` for the tree):
@@ -31,7 +32,14 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
 from ._async.connect import AsyncConnector, AsyncVerifyingBackend
-from ._common import DEFAULT_LIMITS, PEER_ID, ConnectorStats, PoolLimits, verify_server
+from ._common import (
+    DEFAULT_LIMITS,
+    PEER_ID,
+    ConnectorStats,
+    PoolLimits,
+    keepalive_options,
+    verify_server,
+)
 from ._errors import (
     ClientCertificateRejectedError,
     ConnectorClosedError,
@@ -82,6 +90,7 @@ __all__ = [
     "UpstreamTLSError",
     "UpstreamTimeoutError",
     "VerifyingBackend",
+    "keepalive_options",
     "map_httpcore_exceptions",
     "verify_server",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import ipaddress
+import socket
 import ssl
 import threading
 from collections.abc import Hashable, Iterator
@@ -41,6 +42,7 @@ __all__ = [
     "SessionKey",
     "dns_name_matches",
     "install_session_hooks",
+    "keepalive_options",
     "offer_session",
     "san_matches",
     "verify_server",
@@ -82,6 +84,8 @@ class PoolLimits:
     * ``max_connection_duration``: seconds after which a connection is no
       longer reused (``connectionPool.tcp.maxConnectionDuration``; ``None``:
       no limit).
+    * ``socket_options``: set on each new connection's socket
+      (``connectionPool.tcp.tcpKeepalive``, see :func:`keepalive_options`).
     """
 
     max_connections: int | None = None
@@ -89,6 +93,27 @@ class PoolLimits:
     keepalive_expiry: float | None = 3600.0
     max_requests_per_connection: int | None = None
     max_connection_duration: float | None = None
+    socket_options: tuple[tuple[int, int, int], ...] = ()
+    """``(level, option, value)`` set on every new socket (see :func:`keepalive_options`)."""
+
+
+def keepalive_options(
+    probes: int | None = None, idle: int | None = None, interval: int | None = None
+) -> tuple[tuple[int, int, int], ...]:
+    """Socket options for TCP keep-alive: SO_KEEPALIVE on, and the counts and
+    times given (whole seconds; ``None``, or a time below one second, keeps
+    the OS default). Options this platform lacks are left out."""
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    idle_option = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+    for name, value in (
+        ("TCP_KEEPCNT", probes),
+        ("TCP_KEEPIDLE", idle),
+        ("TCP_KEEPINTVL", interval),
+    ):
+        option = idle_option if name == "TCP_KEEPIDLE" else getattr(socket, name, None)
+        if option is not None and value is not None and value >= 1:
+            options.append((socket.IPPROTO_TCP, option, value))
+    return tuple(options)
 
 
 DEFAULT_LIMITS = PoolLimits()

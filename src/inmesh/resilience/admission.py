@@ -68,6 +68,11 @@ Confirmed in source
   the mesh ``connectTimeout`` (``pkg/config/mesh/mesh.go``: 10s);
   ``http.idleTimeout`` wins over ``tcp.idleTimeout``; ``maxRequestsPerConnection``
   and ``maxConnectionDuration`` go to the HTTP protocol options.
+* Istio ``pilot/pkg/networking/core/cluster.go`` ``setKeepAliveSettings``: a
+  ``tcpKeepalive`` block turns SO_KEEPALIVE on (the OS defaults apply), then
+  sets ``probes`` when > 0 and ``time`` / ``interval`` as the Duration's whole
+  seconds (MeshConfig's mesh-wide ``tcpKeepalive`` comes first; inmesh has no
+  MeshConfig).
 * Envoy ``source/common/conn_pool/conn_pool_base.cc``: ``newStreamImpl``
   attaches to a ready connection if there is one, else checks
   ``pendingRequests().canCreate()`` (overflow: ``upstream_rq_pending_overflow``)
@@ -135,6 +140,12 @@ def _limit(value: int | None) -> int:
     return value if value is not None and value > 0 else DEFAULT_THRESHOLD
 
 
+def _whole_seconds(duration: object) -> int | None:
+    """A Duration's whole seconds, as Istio passes keep-alive times to Envoy."""
+    seconds = _seconds(duration)
+    return int(seconds) if seconds is not None else None
+
+
 def _seconds(duration: object) -> float | None:
     seconds = getattr(duration, "seconds", None)
     return float(seconds) if seconds is not None else None
@@ -156,6 +167,10 @@ class PoolSettings:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
     max_connection_duration: float | None = None
+    tcp_keepalive: tuple[int | None, int | None, int | None] | None = None
+    """``tcp.tcpKeepalive`` as Envoy gets it: ``(probes, time, interval)``, whole
+    seconds, ``None`` for unset (the OS default); ``None`` as a whole: no
+    SO_KEEPALIVE."""
 
     @classmethod
     def from_settings(
@@ -183,6 +198,7 @@ class PoolSettings:
         if idle is None:
             idle = DEFAULT_IDLE_TIMEOUT
         mrpc = http.max_requests_per_connection if http is not None else None
+        keepalive = tcp.tcp_keepalive if tcp is not None else None
         return cls(
             max_connections=max_connections,
             max_pending_requests=_limit(http.http1_max_pending_requests)
@@ -194,6 +210,13 @@ class PoolSettings:
             connect_timeout=connect_timeout,
             idle_timeout=idle if idle > 0 else None,
             max_connection_duration=max_connection_duration,
+            tcp_keepalive=None
+            if keepalive is None
+            else (
+                keepalive.probes or None,  # Istio sets probes only when > 0
+                _whole_seconds(keepalive.time),
+                _whole_seconds(keepalive.interval),
+            ),
         )
 
 

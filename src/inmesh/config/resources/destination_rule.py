@@ -155,8 +155,7 @@ class TCPSettings:
         istio_default=Duration.of(10),
     )
     tcp_keepalive: TcpKeepalive | None = spec_field(
-        support=Support.PARTIAL,
-        note="parsed and validated; upstream sockets use the OS keep-alive defaults",
+        note="SO_KEEPALIVE on upstream sockets, with the settings given (whole seconds)",
     )
     max_connection_duration: Duration | None = spec_field(
         note="at least 1ms; a connection this old is not reused: it is closed when its "

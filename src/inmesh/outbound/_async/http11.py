@@ -229,7 +229,10 @@ class AsyncHTTP11Pool:
         timeout = timeouts.get("connect")
         try:
             stream = await self._backend.connect_tcp(
-                host, url.port or (443 if url.scheme == b"https" else 80), timeout=timeout
+                host,
+                url.port or (443 if url.scheme == b"https" else 80),
+                timeout=timeout,
+                socket_options=self.limits.socket_options or None,
             )
             if url.scheme == b"https":
                 context = self._ssl_context or ssl.create_default_context()

@@ -64,7 +64,7 @@ from inmesh.routing.fault import FaultDecision, is_grpc_content_type
 from inmesh.routing.match import LazyHeaders, RequestAttrs
 from inmesh.telemetry.core import OutboundCall, Telemetry
 
-from .._common import CONNECT_OBSERVER, DEFAULT_LIMITS, PEER_ID, PoolLimits
+from .._common import CONNECT_OBSERVER, DEFAULT_LIMITS, PEER_ID, PoolLimits, keepalive_options
 from .._errors import (
     MAPPED_EXCEPTIONS,
     FaultAbortError,
@@ -493,10 +493,16 @@ class MeshTransport(httpx.BaseTransport):
         idle = pool.idle_timeout
         per_connection = pool.max_requests_per_connection
         duration = pool.max_connection_duration
-        if idle == DEFAULT_LIMITS.keepalive_expiry and per_connection is None and duration is None:
+        keepalive = pool.tcp_keepalive
+        if (
+            idle == DEFAULT_LIMITS.keepalive_expiry
+            and per_connection is None
+            and duration is None
+            and keepalive is None
+        ):
             limits = None
         else:
-            limits = _pool_limits(idle, per_connection, duration)
+            limits = _pool_limits(idle, per_connection, duration, keepalive)
         if connector is None:
             connector = self._connector
         # One pool per endpoint, as Envoy keeps connection pools per host.
@@ -827,14 +833,18 @@ def _core_request(
 
 @functools.lru_cache(maxsize=64)
 def _pool_limits(
-    idle_timeout: float | None, per_connection: int | None, duration: float | None
+    idle_timeout: float | None,
+    per_connection: int | None,
+    duration: float | None,
+    keepalive: tuple[int | None, int | None, int | None] | None,
 ) -> PoolLimits:
-    """The pool limits of a cluster's ``idleTimeout``, ``maxRequestsPerConnection``
-    and ``maxConnectionDuration`` (one object per combination)."""
+    """The pool limits of a cluster's ``idleTimeout``, ``maxRequestsPerConnection``,
+    ``maxConnectionDuration`` and ``tcpKeepalive`` (one object per combination)."""
     return PoolLimits(
         keepalive_expiry=idle_timeout,
         max_requests_per_connection=per_connection,
         max_connection_duration=duration,
+        socket_options=keepalive_options(*keepalive) if keepalive is not None else (),
     )
 
 
