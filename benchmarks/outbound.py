@@ -24,19 +24,22 @@ mesh.transport())`` (a ServiceEntry routes ``echo:8080`` to it), alternated
 in ``--trip-rounds`` rounds of ``--requests`` each within one run (which
 client goes first alternates too), so both see the same machine. Reports the
 median requests per second of each, their ratio (mesh / bare) and the
-microseconds the mesh adds per request. On a shared machine the ratio moves
-by a few points between runs: compare several runs.
+microseconds the mesh adds per request; then the same with
+``httpx.AsyncClient`` and ``mesh.async_transport()`` on asyncio. On a shared
+machine the ratio moves by a few points between runs: compare several runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import random
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpcore
@@ -173,7 +176,9 @@ async def _ok_app(scope, receive, send):  # type: ignore[no-untyped-def]
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def round_trips(requests: int, rounds: int) -> tuple[float, float]:
+@contextlib.contextmanager
+def _ok_server() -> Iterator[tuple[int, str]]:
+    """The uvicorn server answering ``ok``, and a config directory routing ``echo:8080`` to it."""
     import threading
 
     import uvicorn
@@ -190,9 +195,10 @@ def round_trips(requests: int, rounds: int) -> tuple[float, float]:
     while not server.started:
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "se.yaml").write_text(
-            f"""apiVersion: networking.istio.io/v1
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "se.yaml").write_text(
+                f"""apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: echo, namespace: default}}
 spec:
@@ -202,17 +208,53 @@ spec:
   ports: [{{number: 8080, name: http, protocol: HTTP, targetPort: {port}}}]
   endpoints: [{{address: 127.0.0.1}}]
 """
-        )
-        with (
-            Mesh(tmp, workload=WORKLOAD, watch=False) as mesh,
-            httpx.Client() as bare,
-            httpx.Client(transport=mesh.transport()) as meshed,
+            )
+            yield port, tmp
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def round_trips(requests: int, rounds: int) -> tuple[float, float]:
+    """Median requests/s of bare ``httpx.Client`` and of the mesh's sync transport."""
+    with (
+        _ok_server() as (port, config),
+        Mesh(config, workload=WORKLOAD, watch=False) as mesh,
+        httpx.Client() as bare,
+        httpx.Client(transport=mesh.transport()) as meshed,
+    ):
+        bare_url = f"http://127.0.0.1:{port}/"
+        mesh_url = "http://echo:8080/"
+        for _ in range(200):
+            bare.get(bare_url)
+            meshed.get(mesh_url)
+        bare_rps: list[float] = []
+        mesh_rps: list[float] = []
+        for i in range(rounds):
+            pair = [(bare, bare_url, bare_rps), (meshed, mesh_url, mesh_rps)]
+            for client, url, out in pair if i % 2 == 0 else pair[::-1]:
+                gc.collect()
+                start = time.perf_counter()
+                for _ in range(requests):
+                    client.get(url)
+                out.append(requests / (time.perf_counter() - start))
+    return statistics.median(bare_rps), statistics.median(mesh_rps)
+
+
+def async_round_trips(requests: int, rounds: int) -> tuple[float, float]:
+    """:func:`round_trips` with ``httpx.AsyncClient`` and the async transport (asyncio)."""
+    import asyncio
+
+    async def run(port: int, mesh: Mesh) -> tuple[float, float]:
+        async with (
+            httpx.AsyncClient() as bare,
+            httpx.AsyncClient(transport=mesh.async_transport()) as meshed,
         ):
             bare_url = f"http://127.0.0.1:{port}/"
             mesh_url = "http://echo:8080/"
             for _ in range(200):
-                bare.get(bare_url)
-                meshed.get(mesh_url)
+                await bare.get(bare_url)
+                await meshed.get(mesh_url)
             bare_rps: list[float] = []
             mesh_rps: list[float] = []
             for i in range(rounds):
@@ -221,11 +263,12 @@ spec:
                     gc.collect()
                     start = time.perf_counter()
                     for _ in range(requests):
-                        client.get(url)
+                        await client.get(url)
                     out.append(requests / (time.perf_counter() - start))
-    server.should_exit = True
-    thread.join(10)
-    return statistics.median(bare_rps), statistics.median(mesh_rps)
+        return statistics.median(bare_rps), statistics.median(mesh_rps)
+
+    with _ok_server() as (port, config), Mesh(config, workload=WORKLOAD, watch=False) as mesh:
+        return asyncio.run(run(port, mesh))
 
 
 _CANNED = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ndate: x\r\nserver: uvicorn\r\n\r\nok"
@@ -257,6 +300,49 @@ class _CannedBackend(httpcore.NetworkBackend):
         return _CannedStream()
 
 
+class _PoolTransport(httpx.BaseTransport):
+    """What ``httpx.HTTPTransport`` does, over inmesh's HTTP/1.1 pool instead of
+    httpcore's: the cost of the connection layer the mesh runs on, without the mesh."""
+
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        from inmesh.outbound._sync.http11 import HTTP11Pool
+
+        self._pool = HTTP11Pool(backend)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        core = httpcore.Request(
+            request.method,
+            httpcore.URL(
+                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+            ),
+            headers=request.headers.raw,
+            content=request.stream,  # type: ignore[arg-type]
+            extensions=request.extensions,
+        )
+        response = self._pool.handle_request(core)
+        return httpx.Response(
+            response.status,
+            headers=response.headers,
+            stream=_Body(response),
+            extensions=response.extensions,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _Body(httpx.SyncByteStream):
+    def __init__(self, response: httpcore.Response) -> None:
+        self._response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._response.iter_stream()
+
+    def close(self) -> None:
+        self._response.close()
+
+
 def transport_cost(requests: int, rounds: int) -> dict[str, float]:
     """CPU microseconds per request of httpx's own transport and of the mesh's,
     both over an in-memory connection (no network, no server): what the mesh
@@ -282,7 +368,10 @@ spec:
         with Mesh(tmp, workload=WORKLOAD, watch=False) as mesh, httpx.Client() as client:
             bare = httpx.HTTPTransport()
             bare._pool = httpcore.ConnectionPool(network_backend=_CannedBackend())
-            transports: dict[str, httpx.BaseTransport] = {"httpx's own": bare}
+            transports: dict[str, httpx.BaseTransport] = {
+                "httpx's own": bare,
+                "inmesh's pool, no mesh": _PoolTransport(_CannedBackend()),
+            }
             for name in ("mesh", "mesh, telemetry off"):
                 meshed = MeshTransport(
                     mesh, Connector(mesh.certificates, network_backend=_CannedBackend())
@@ -294,7 +383,10 @@ spec:
                 transports[name] = meshed
             requests_for = {
                 name: client.build_request(
-                    "GET", "http://127.0.0.1:9999/" if t is bare else "http://echo:8080/"
+                    "GET",
+                    "http://127.0.0.1:9999/"
+                    if not isinstance(t, MeshTransport)
+                    else "http://echo:8080/",
                 )
                 for name, t in transports.items()
             }
@@ -344,13 +436,15 @@ def main(argv: list[str]) -> int:
         print("transport alone, in-memory connection, CPU us per request (best of 15 rounds):")
         for name, us in costs.items():
             added = f"   (adds {us - base:.1f} us)" if name != "httpx's own" else ""
-            print(f"  {name:<20} {us:8.1f}{added}")
+            print(f"  {name:<24} {us:8.1f}{added}")
     if not args.skip_round_trips:
-        bare, meshed = round_trips(args.requests, args.trip_rounds)
-        print("keep-alive round trips, sync httpx, requests/s (median of rounds):")
-        print(f"  bare httpx   {bare:8.0f}   ({1e6 / bare:6.1f} us per request)")
-        print(f"  mesh         {meshed:8.0f}   ({1e6 / meshed:6.1f} us per request)")
-        print(f"  ratio        {meshed / bare:8.3f}   (mesh adds {1e6 / meshed - 1e6 / bare:.1f} us)")
+        for kind, measure in (("sync", round_trips), ("async (asyncio)", async_round_trips)):
+            bare, meshed = measure(args.requests, args.trip_rounds)
+            print(f"keep-alive round trips, {kind} httpx, requests/s (median of rounds):")
+            print(f"  bare httpx   {bare:8.0f}   ({1e6 / bare:6.1f} us per request)")
+            print(f"  mesh         {meshed:8.0f}   ({1e6 / meshed:6.1f} us per request)")
+            added = 1e6 / meshed - 1e6 / bare
+            print(f"  ratio        {meshed / bare:8.3f}   (mesh adds {added:.1f} us)")
     return 0
 
 
