@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import ssl
 import threading
 import time
@@ -60,6 +61,8 @@ from .._errors import ConnectorClosedError
 from .._io import AsyncShield, AsyncWaiter
 
 __all__ = ["AsyncHTTP11Connection", "AsyncHTTP11Pool"]
+
+logger = logging.getLogger("inmesh.outbound")
 
 READ_SIZE = 64 * 1024
 """Bytes asked of the stream per read (httpcore's value)."""
@@ -155,8 +158,8 @@ class AsyncHTTP11Pool:
                         self._waiters.append(waiter)
                 else:
                     self._in_use += 1
-            for old in stale:
-                await old.aclose()
+            if stale:
+                await _close_quietly(stale)
             if connection is not None:
                 return connection
             if connect:
@@ -239,7 +242,7 @@ class AsyncHTTP11Pool:
                 try:
                     stream = await stream.start_tls(context, server_hostname=host, timeout=timeout)
                 except BaseException:
-                    with AsyncShield():
+                    with AsyncShield(), contextlib.suppress(Exception):
                         await stream.aclose()
                     raise
         except BaseException:
@@ -258,8 +261,7 @@ class AsyncHTTP11Pool:
                 self._connections.add(connection)
                 closed = False
         if closed:
-            with AsyncShield():
-                await connection.aclose()
+            await _close_quietly([connection])
             raise ConnectorClosedError("the connection pool is closed")
         return connection
 
@@ -288,8 +290,8 @@ class AsyncHTTP11Pool:
                 self._open -= 1
                 self._connections.discard(connection)
             self._wake()
-        for old in close:
-            await old.aclose()
+        if close:
+            await _close_quietly(close)
 
     # -- state ----------------------------------------------------------------
 
@@ -320,15 +322,24 @@ class AsyncHTTP11Pool:
             waiters, self._waiters = self._waiters, collections.deque()
         for waiter in waiters:
             waiter.ready()
-        with AsyncShield():
-            for connection in connections:
-                await connection.aclose()
+        await _close_quietly(connections)
 
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} open={self._open} idle={self._idle_count} "
             f"in_use={self._in_use}>"
         )
+
+
+async def _close_quietly(connections: list[AsyncHTTP11Connection]) -> None:
+    """Close connections the pool gave up on, shielded from cancellation; a
+    failure to close one (its peer already gone) is logged, not raised."""
+    with AsyncShield():
+        for connection in connections:
+            try:
+                await connection.aclose()
+            except Exception as exc:  # closing a dead connection
+                logger.debug("closing %r failed: %r", connection, exc)
 
 
 class AsyncHTTP11Connection:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import ssl
 import threading
 import time
@@ -60,6 +61,8 @@ from .._errors import ConnectorClosedError
 from .._io import Shield, Waiter
 
 __all__ = ["HTTP11Connection", "HTTP11Pool"]
+
+logger = logging.getLogger("inmesh.outbound")
 
 READ_SIZE = 64 * 1024
 """Bytes asked of the stream per read (httpcore's value)."""
@@ -155,8 +158,8 @@ class HTTP11Pool:
                         self._waiters.append(waiter)
                 else:
                     self._in_use += 1
-            for old in stale:
-                old.close()
+            if stale:
+                _close_quietly(stale)
             if connection is not None:
                 return connection
             if connect:
@@ -239,7 +242,7 @@ class HTTP11Pool:
                 try:
                     stream = stream.start_tls(context, server_hostname=host, timeout=timeout)
                 except BaseException:
-                    with Shield():
+                    with Shield(), contextlib.suppress(Exception):
                         stream.close()
                     raise
         except BaseException:
@@ -258,8 +261,7 @@ class HTTP11Pool:
                 self._connections.add(connection)
                 closed = False
         if closed:
-            with Shield():
-                connection.close()
+            _close_quietly([connection])
             raise ConnectorClosedError("the connection pool is closed")
         return connection
 
@@ -288,8 +290,8 @@ class HTTP11Pool:
                 self._open -= 1
                 self._connections.discard(connection)
             self._wake()
-        for old in close:
-            old.close()
+        if close:
+            _close_quietly(close)
 
     # -- state ----------------------------------------------------------------
 
@@ -320,15 +322,24 @@ class HTTP11Pool:
             waiters, self._waiters = self._waiters, collections.deque()
         for waiter in waiters:
             waiter.ready()
-        with Shield():
-            for connection in connections:
-                connection.close()
+        _close_quietly(connections)
 
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} open={self._open} idle={self._idle_count} "
             f"in_use={self._in_use}>"
         )
+
+
+def _close_quietly(connections: list[HTTP11Connection]) -> None:
+    """Close connections the pool gave up on, shielded from cancellation; a
+    failure to close one (its peer already gone) is logged, not raised."""
+    with Shield():
+        for connection in connections:
+            try:
+                connection.close()
+            except Exception as exc:  # closing a dead connection
+                logger.debug("closing %r failed: %r", connection, exc)
 
 
 class HTTP11Connection:
