@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Generator
 
 import httpcore
@@ -454,6 +455,40 @@ async def test_a_timed_out_or_cancelled_request_closes_its_connection(
             timed_out = True
     assert timed_out or scope.expired
     assert (pool.connection_count, pool.is_idle()) == (0, True)
+    assert server.ended[0].wait(5)
+
+
+@pytest.mark.anyio
+async def test_close_wakes_a_request_blocked_on_its_connection(
+    raw_server: Callable[[Handler], RawServer], pools: Callable[..., AsyncHTTP11Pool]
+) -> None:
+    def half_a_body(conn: socket.socket, index: int, server: RawServer) -> None:
+        read_request(conn, bytearray())
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+        conn.recv(1)  # until the client goes
+
+    server = raw_server(half_a_body)
+    pool = pools()
+    response = await pool.handle_async_request(request(server.port, read=10))
+
+    async def reads() -> str:
+        try:
+            await response.aread()
+        except (httpcore.ReadError, httpcore.RemoteProtocolError) as exc:
+            return type(exc).__name__
+        return "body"
+
+    async def closes() -> str:
+        await sleep_async(0.2)
+        await pool.aclose()
+        return "closed"
+
+    start = time.monotonic()
+    results = await AsyncWorkers.run([reads, closes])
+    assert results[0] != "body" and results[1] == "closed"
+    assert time.monotonic() - start < 5  # woken, not left until its 10 s read timeout
+    await response.aclose()
+    assert pool.connection_count == 0
     assert server.ended[0].wait(5)
 
 

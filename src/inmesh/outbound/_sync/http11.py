@@ -48,6 +48,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -310,11 +311,20 @@ class HTTP11Pool:
         return self._idle_count
 
     def close(self) -> None:
-        """Close every connection, in use or idle; later requests raise
-        :class:`~inmesh.outbound.ConnectorClosedError`."""
+        """Close the idle connections and end the ones in use; later requests
+        raise :class:`~inmesh.outbound.ConnectorClosedError`.
+
+        A connection in use is shut down, not closed: whoever is reading or
+        writing it wakes up with an error and closes it when its request
+        ends. Closing a socket another thread is blocked on would free its
+        file descriptor while OpenSSL still reads that number, and a new
+        connection given the same number would have its bytes read by the
+        old request (a truncated body or ``WRONG_VERSION_NUMBER`` there).
+        """
         with self._lock:
             self._closed = True
-            connections = list(self._connections)
+            idle = [c for c in self._connections if c.idle]
+            active = [c for c in self._connections if not c.idle]
             self._connections.clear()
             self._idle.clear()
             self._open -= self._idle_count  # the others leave as their requests end
@@ -322,7 +332,9 @@ class HTTP11Pool:
             waiters, self._waiters = self._waiters, collections.deque()
         for waiter in waiters:
             waiter.ready()
-        _close_quietly(connections)
+        for connection in active:
+            connection.abort()
+        _close_quietly(idle)
 
     def __repr__(self) -> str:
         return (
@@ -478,6 +490,19 @@ class HTTP11Connection:
         if reusable:
             h.start_next_cycle()
         self._pool._release(self, reusable)
+
+    def abort(self) -> None:
+        """Shut the socket down both ways: a request blocked on it wakes up with
+        an error (end of stream), and the descriptor stays its own until it
+        closes the connection."""
+        sock = self._stream.get_extra_info("socket")
+        with contextlib.suppress(OSError):
+            if isinstance(sock, socket.socket):
+                # socket.socket's own shutdown: SSLSocket.shutdown also drops its
+                # SSL object, which the request's reader may still be using.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            elif sock is not None and hasattr(sock, "shutdown"):  # asyncio's TransportSocket
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         """Close the network stream (the pool's bookkeeping is the pool's)."""
