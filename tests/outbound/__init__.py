@@ -259,9 +259,11 @@ class AsyncWorkers:
 class Workers:
     """Run functions concurrently on up to :attr:`MAX_THREADS` threads.
 
-    The cap keeps the threaded tests inside what the sync transport is known to
-    handle reliably: above ~12 threads a rare TLS read failure was seen (see
-    docs/traffic-management.md, "Known issues").
+    The cap keeps the suite's thread count modest on small CI machines. The
+    rare TLS read failure once seen above ~12 threads was a closed mesh's
+    pool closing a socket a shadow thread still read (see
+    docs/traffic-management.md, "Known issues"); with it fixed, 30 runs at
+    24 threads beside a CPU hog passed.
     """
 
     MAX_THREADS = 8
