@@ -104,13 +104,12 @@ def keepalive_options(
     times given (whole seconds; ``None``, or a time below one second, keeps
     the OS default). Options this platform lacks are left out."""
     options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
-    idle_option = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
-    for name, value in (
-        ("TCP_KEEPCNT", probes),
-        ("TCP_KEEPIDLE", idle),
-        ("TCP_KEEPINTVL", interval),
+    for option, value in (
+        (getattr(socket, "TCP_KEEPCNT", None), probes),
+        # Linux's TCP_KEEPIDLE is macOS's TCP_KEEPALIVE
+        (getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None)), idle),
+        (getattr(socket, "TCP_KEEPINTVL", None), interval),
     ):
-        option = idle_option if name == "TCP_KEEPIDLE" else getattr(socket, name, None)
         if option is not None and value is not None and value >= 1:
             options.append((socket.IPPROTO_TCP, option, value))
     return tuple(options)

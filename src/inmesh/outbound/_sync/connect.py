@@ -426,8 +426,8 @@ class Connector:
     ) -> httpcore.Response:
         """:meth:`handle_request` without the wrapper on the response body.
 
-        Errors up to the response headers are translated; the body is
-        httpcore's own stream, whose errors the caller translates with
+        Errors up to the response headers are translated; the body is the
+        pool's own stream, raising httpcore's exceptions, which the caller translates with
         :func:`~inmesh.outbound._errors.mapped_exception` (the mesh transport
         does, in its one response stream).
         """

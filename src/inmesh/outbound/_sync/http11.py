@@ -164,7 +164,7 @@ class HTTP11Pool:
             if connection is not None:
                 return connection
             if connect:
-                return self._connect(request, timeouts)
+                return self._connect(origin, request, timeouts)
             assert waiter is not None
             try:
                 woken = waiter.wait(timeouts.get("pool"))
@@ -190,13 +190,14 @@ class HTTP11Pool:
         now = time.monotonic()
         while idle and idle[0].expires_at <= now:  # the oldest first: expired ones
             stale.append(self._forget(idle.popleft()))
+            self._wake()
         while idle:
             connection = idle.pop()
             if connection.expires_at > now and not connection.is_readable():
                 self._idle_count -= 1
-                connection.idle = False
                 return connection
             stale.append(self._forget(connection))
+            self._wake()
         return None
 
     def _forget(self, connection: HTTP11Connection) -> HTTP11Connection:
@@ -204,7 +205,6 @@ class HTTP11Pool:
         self._idle_count -= 1
         self._open -= 1
         self._connections.discard(connection)
-        self._wake()
         return connection
 
     def _evict_oldest(self) -> HTTP11Connection:
@@ -214,11 +214,7 @@ class HTTP11Pool:
             if idle and (oldest is None or idle[0].released_at < oldest[0].released_at):
                 oldest = idle
         assert oldest is not None
-        connection = oldest.popleft()
-        self._idle_count -= 1
-        self._open -= 1
-        self._connections.discard(connection)
-        return connection
+        return self._forget(oldest.popleft())
 
     def _wake(self) -> None:
         """Tell the first waiting request to look again (lock held)."""
@@ -226,7 +222,7 @@ class HTTP11Pool:
             self._waiters.popleft().ready()
 
     def _connect(
-        self, request: httpcore.Request, timeouts: dict[str, float | None]
+        self, origin: _Origin, request: httpcore.Request, timeouts: dict[str, float | None]
     ) -> HTTP11Connection:
         url = request.url
         host = url.host.decode("ascii")
@@ -252,7 +248,7 @@ class HTTP11Pool:
                 self._in_use -= 1
                 self._wake()
             raise
-        connection = HTTP11Connection(self, stream, _origin(url))
+        connection = HTTP11Connection(self, stream, origin)
         with self._lock:
             if self._closed:
                 self._open -= 1
@@ -277,7 +273,6 @@ class HTTP11Pool:
                 expiry = limits.keepalive_expiry
                 connection.expires_at = now + expiry if expiry is not None else float("inf")
                 connection.released_at = now
-                connection.idle = True
                 idle = self._idle.get(connection.origin)
                 if idle is None:
                     idle = self._idle[connection.origin] = collections.deque()
@@ -323,8 +318,8 @@ class HTTP11Pool:
         """
         with self._lock:
             self._closed = True
-            idle = [c for c in self._connections if c.idle]
-            active = [c for c in self._connections if not c.idle]
+            idle = [c for queue in self._idle.values() for c in queue]
+            active = list(self._connections.difference(idle))
             self._connections.clear()
             self._idle.clear()
             self._open -= self._idle_count  # the others leave as their requests end
@@ -364,7 +359,6 @@ class HTTP11Connection:
         "closed",
         "created_at",
         "expires_at",
-        "idle",
         "origin",
         "released_at",
         "requests",
@@ -384,7 +378,6 @@ class HTTP11Connection:
         """When it stops being reusable while idle (``time.monotonic()``)."""
         self.requests = 0
         """Requests sent on it."""
-        self.idle = False
         self.closed = False
 
     def is_readable(self) -> bool:
@@ -512,7 +505,7 @@ class HTTP11Connection:
 
     def __repr__(self) -> str:
         scheme, host, port = self.origin
-        state = "closed" if self.closed else "idle" if self.idle else "active"
+        state = "closed" if self.closed else "open"
         return (
             f"<{type(self).__name__} {scheme.decode()}://{host.decode()}:{port} {state}, "
             f"{self.requests} request(s)>"
