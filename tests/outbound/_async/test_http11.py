@@ -211,8 +211,12 @@ async def test_keepalive_expiry_and_max_connection_duration(
     await sleep_async(0.1)
     assert await fetch(aging, server.port) == b"2"  # idle in between, still young
     await sleep_async(0.3)
-    assert await fetch(aging, server.port) == b"2"  # taken while young, then too old
-    assert await fetch(aging, server.port) == b"3"
+    assert await fetch(aging, server.port) == b"3"  # found idle past its duration
+    held = await aging.handle_async_request(request(server.port))
+    await sleep_async(0.4)  # in use while it passes its duration
+    assert await held.aread() == b"3"
+    await held.aclose()
+    assert await fetch(aging, server.port) == b"4"  # closed when its request ended
 
 
 @pytest.mark.anyio

@@ -18,6 +18,7 @@ import pytest
 
 from inmesh.identity.ca import LocalCA
 from inmesh.outbound import UpstreamTimeoutError
+from inmesh.outbound._io import sleep_async
 from inmesh.outbound.replies import REQUEST_INFO_KEY, RequestInfo
 
 from .. import AsyncWorkers
@@ -270,6 +271,29 @@ spec:
     runs = [len(list(group)) for _, group in itertools.groupby(clients)]
     assert runs == [3, 3, 1], clients  # a new connection after every third request
     assert len(set(clients)) == 3
+
+
+@pytest.mark.anyio
+async def test_max_connection_duration_is_enforced(
+    fleet: Fleet, ca: LocalCA, tmp_path: Path
+) -> None:
+    dr = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: backend, namespace: default}
+spec:
+  host: backend
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnectionDuration: 300ms}}
+"""
+    config = write_config(tmp_path, *services(fleet, "r-a"), dr)
+    with frontend_mesh(config, ca) as mesh:
+        async with httpx.AsyncClient(transport=mesh.async_transport()) as client:
+            for _ in range(2):
+                assert (await client.get("http://backend:8080/")).status_code == 200
+            await sleep_async(0.4)
+            assert (await client.get("http://backend:8080/")).status_code == 200
+    clients = [r.client for r in fleet.backends["r-a"].received]
+    assert clients[0] == clients[1] != clients[2], clients  # too old to reuse: a new one
 
 
 @pytest.mark.anyio

@@ -208,8 +208,12 @@ def test_keepalive_expiry_and_max_connection_duration(
     sleep_sync(0.1)
     assert fetch(aging, server.port) == b"2"  # idle in between, still young
     sleep_sync(0.3)
-    assert fetch(aging, server.port) == b"2"  # taken while young, then too old
-    assert fetch(aging, server.port) == b"3"
+    assert fetch(aging, server.port) == b"3"  # found idle past its duration
+    held = aging.handle_request(request(server.port))
+    sleep_sync(0.4)  # in use while it passes its duration
+    assert held.read() == b"3"
+    held.close()
+    assert fetch(aging, server.port) == b"4"  # closed when its request ended
 
 
 def test_a_connection_the_server_closed_is_not_reused(

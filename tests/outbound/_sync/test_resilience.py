@@ -18,6 +18,7 @@ import pytest
 
 from inmesh.identity.ca import LocalCA
 from inmesh.outbound import UpstreamTimeoutError
+from inmesh.outbound._io import sleep_sync
 from inmesh.outbound.replies import REQUEST_INFO_KEY, RequestInfo
 
 from .. import Workers
@@ -262,6 +263,28 @@ spec:
     runs = [len(list(group)) for _, group in itertools.groupby(clients)]
     assert runs == [3, 3, 1], clients  # a new connection after every third request
     assert len(set(clients)) == 3
+
+
+def test_max_connection_duration_is_enforced(
+    fleet: Fleet, ca: LocalCA, tmp_path: Path
+) -> None:
+    dr = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: backend, namespace: default}
+spec:
+  host: backend
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnectionDuration: 300ms}}
+"""
+    config = write_config(tmp_path, *services(fleet, "r-a"), dr)
+    with frontend_mesh(config, ca) as mesh:
+        with httpx.Client(transport=mesh.transport()) as client:
+            for _ in range(2):
+                assert (client.get("http://backend:8080/")).status_code == 200
+            sleep_sync(0.4)
+            assert (client.get("http://backend:8080/")).status_code == 200
+    clients = [r.client for r in fleet.backends["r-a"].received]
+    assert clients[0] == clients[1] != clients[2], clients  # too old to reuse: a new one
 
 
 def test_tcp_keepalive_reaches_the_upstream_socket(

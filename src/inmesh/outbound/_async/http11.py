@@ -271,7 +271,11 @@ class AsyncHTTP11Pool:
             self._in_use -= 1
             if reusable and not self._closed and connection.reusable(now, limits):
                 expiry = limits.keepalive_expiry
-                connection.expires_at = now + expiry if expiry is not None else float("inf")
+                expires = now + expiry if expiry is not None else float("inf")
+                duration = limits.max_connection_duration
+                if duration is not None:  # too old to reuse once found idle past it
+                    expires = min(expires, connection.created_at + duration)
+                connection.expires_at = expires
                 connection.released_at = now
                 idle = self._idle.get(connection.origin)
                 if idle is None:
